@@ -1,0 +1,146 @@
+//! Extractors that turn every rejection into an [`ApiError`]: JSON bodies, path ids, the
+//! caller's identity and the peer address.
+
+use std::net::SocketAddr;
+
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::{ApiError, AppState};
+use crate::directory::User;
+use crate::issuer::Credentials;
+use crate::secret::Secret;
+
+/// A JSON body; malformed JSON and wrong types are 400, a missing JSON content type 415.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType(
+                "expected Content-Type: application/json".into(),
+            )),
+            Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::BadRequest(format!(
+                "malformed JSON: {}",
+                inner(&e)
+            ))),
+            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::BadRequest(format!(
+                "invalid request body: {}",
+                inner(&e)
+            ))),
+            Err(e) => Err(ApiError::BadRequest(format!(
+                "unreadable request body: {e}"
+            ))),
+        }
+    }
+}
+
+/// serde's own message (e.g. "missing field `user` at line 1 column 20"), without axum's prefix.
+fn inner(e: &dyn std::error::Error) -> String {
+    let mut cur: &dyn std::error::Error = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// Path parameters; a malformed id (e.g. not a UUID) is 400.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Self(v)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => Err(ApiError::BadRequest(
+                format!("invalid path parameter: {}", e.body_text()),
+            )),
+            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        }
+    }
+}
+
+/// The connecting address, when the server recorded one.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub Option<SocketAddr>);
+
+impl Peer {
+    pub fn ip(&self) -> Option<String> {
+        self.0.map(|a| a.ip().to_string())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+        ))
+    }
+}
+
+/// An authenticated caller: `ticket` header, `username` + `api_key` headers, or
+/// `Authorization: Bearer <ticket or api key>`.
+#[derive(Debug)]
+pub struct Caller {
+    pub user: User,
+    pub credentials: Credentials,
+}
+
+fn header(parts: &Parts, name: &str) -> Result<Option<String>, ApiError> {
+    match parts.headers.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(|s| Some(s.trim().to_string()))
+            .map_err(|_| ApiError::Unauthorized(format!("header {name} is not valid text"))),
+    }
+}
+
+fn credentials(parts: &Parts) -> Result<Credentials, ApiError> {
+    if let Some(t) = header(parts, "ticket")? {
+        return Ok(Credentials::Ticket(Secret::new(t)));
+    }
+    if let Some(key) = header(parts, "api_key")? {
+        let user = header(parts, "username")?
+            .ok_or_else(|| ApiError::Unauthorized("api_key needs a username header".into()))?;
+        return Ok(Credentials::ApiKey {
+            user,
+            key: Secret::new(key),
+        });
+    }
+    if let Some(auth) = header(parts, "authorization")? {
+        let token = auth
+            .strip_prefix("Bearer ")
+            .or_else(|| auth.strip_prefix("bearer "))
+            .ok_or_else(|| {
+                ApiError::Unauthorized("Authorization must be \"Bearer <token>\"".into())
+            })?;
+        return Ok(Credentials::Bearer(Secret::new(token.trim().to_string())));
+    }
+    Err(ApiError::Unauthorized(
+        "missing credentials: send a ticket header, username and api_key headers, or Authorization: Bearer".into(),
+    ))
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let credentials = credentials(parts)?;
+        let user = state.issuer.authenticate(&credentials).await?.clone();
+        Ok(Self { user, credentials })
+    }
+}

@@ -1,0 +1,379 @@
+//! The configuration file (`sallyport serve --config FILE`) and its embedded defaults.
+//!
+//! Every table rejects unknown keys, so a typo is an error naming the key and its line rather
+//! than a silently ignored setting. Semantic checks (ranges, references between users, groups
+//! and devices) run in [`Config::validate`] after parsing.
+
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub groups: Vec<GroupConfig>,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    #[serde(default)]
+    pub devices: Vec<DeviceConfig>,
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
+}
+
+/// `[server]`: listeners, data directory and limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub api_listen: SocketAddr,
+    pub ssh_listen: SocketAddr,
+    pub public_host: String,
+    /// `"45000-45999"`: the pool for per-access listeners.
+    pub transient_ports: String,
+    pub plugins_dir: Option<PathBuf>,
+    /// HTTPS on the API listener. Turning it off is meant for tests and benchmarks only.
+    pub tls: bool,
+    /// How long a login ticket (`POST /api/v1/Session`) stays valid, in seconds.
+    pub ticket_ttl_secs: u64,
+    /// The largest `duration` an open-session key may ask for, in seconds.
+    pub max_otk_duration_secs: u64,
+    /// How often the sweeper looks for due expiries, in milliseconds.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./sallyport-data"),
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            ssh_listen: SocketAddr::from(([127, 0, 0, 1], 2222)),
+            public_host: "localhost".into(),
+            transient_ports: "45000-45999".into(),
+            plugins_dir: None,
+            tls: true,
+            ticket_ttl_secs: 12 * 3600,
+            max_otk_duration_secs: 24 * 3600,
+            sweep_interval_ms: 500,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The parsed `transient_ports` range.
+    pub fn port_range(&self) -> Result<RangeInclusive<u16>, ConfigError> {
+        let bad = || {
+            ConfigError::Invalid(format!(
+                "server.transient_ports = {:?}: expected \"FIRST-LAST\" with 1 <= FIRST <= LAST <= 65535",
+                self.transient_ports
+            ))
+        };
+        let (a, b) = self.transient_ports.split_once('-').ok_or_else(bad)?;
+        let a: u16 = a.trim().parse().map_err(|_| bad())?;
+        let b: u16 = b.trim().parse().map_err(|_| bad())?;
+        if a == 0 || a > b {
+            return Err(bad());
+        }
+        Ok(a..=b)
+    }
+
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.plugins_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("plugins"))
+    }
+}
+
+/// Access level a group grants on its devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccessLevel {
+    ReadOnly,
+    Full,
+}
+
+/// `[[groups]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    pub name: String,
+    #[serde(default)]
+    pub sudo: bool,
+    #[serde(default)]
+    pub devices: Vec<String>,
+    #[serde(default = "default_access")]
+    pub access: AccessLevel,
+}
+
+fn default_access() -> AccessLevel {
+    AccessLevel::ReadOnly
+}
+
+/// `[[users]]`: a password (hashed on load) or a `password_hash`, plus API keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    pub password: Option<Secret<String>>,
+    pub password_hash: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// API keys for the `username` + `api_key` headers or `Authorization: Bearer`.
+    #[serde(default)]
+    pub api_keys: Vec<Secret<String>>,
+}
+
+/// `[[devices]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    pub name: String,
+    pub id: uuid::Uuid,
+    pub ssh: Option<String>,
+    pub winbox: Option<String>,
+    pub host_key: Option<String>,
+    /// Device-side user provisioning driver for transient accesses (`none`, `routeros`).
+    pub provision: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub credentials: DeviceCredentials,
+}
+
+/// `credentials.full` / `credentials.read_only`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceCredentials {
+    pub full: Option<Credential>,
+    pub read_only: Option<Credential>,
+}
+
+/// One login on a device: a user with a password or a key file inside the data directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credential {
+    pub user: String,
+    pub password: Option<Secret<String>>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// Which decision point a plugin serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hook {
+    Authorize,
+    Sudo,
+    Source,
+}
+
+/// `[[plugins]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    pub hook: Hook,
+    pub path: PathBuf,
+    #[serde(default)]
+    pub config: toml::Table,
+    pub deadline_ms: Option<u64>,
+    pub memory_mb: Option<u64>,
+}
+
+impl Config {
+    /// The embedded defaults used when no file is given: one `admins` group reaching every
+    /// device with sudo, one `admin` user whose password is generated on first start.
+    pub fn embedded_default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            groups: vec![GroupConfig {
+                name: "admins".into(),
+                sudo: true,
+                devices: vec!["*".into()],
+                access: AccessLevel::Full,
+            }],
+            users: vec![UserConfig {
+                name: "admin".into(),
+                password: None,
+                password_hash: None,
+                groups: vec!["admins".into()],
+                api_keys: vec![],
+            }],
+            devices: vec![],
+            plugins: vec![],
+        }
+    }
+
+    /// Parses TOML text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Checks what the types cannot: references, ranges, duplicates.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        self.server.port_range()?;
+        if self.server.ticket_ttl_secs == 0 || self.server.max_otk_duration_secs == 0 {
+            return invalid(
+                "server.ticket_ttl_secs and server.max_otk_duration_secs must be > 0".into(),
+            );
+        }
+        if self.server.sweep_interval_ms == 0 {
+            return invalid("server.sweep_interval_ms must be > 0".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for g in &self.groups {
+            if !seen.insert(("group", g.name.as_str())) {
+                return invalid(format!("group {:?} is defined twice", g.name));
+            }
+        }
+        for u in &self.users {
+            if !seen.insert(("user", u.name.as_str())) {
+                return invalid(format!("user {:?} is defined twice", u.name));
+            }
+            if u.name.is_empty() || u.name.contains([':', '#', '@']) {
+                return invalid(format!(
+                    "user {:?}: names must be non-empty and must not contain ':', '#' or '@'",
+                    u.name
+                ));
+            }
+            if u.password.is_some() && u.password_hash.is_some() {
+                return invalid(format!(
+                    "user {:?}: set password or password_hash, not both",
+                    u.name
+                ));
+            }
+            for g in &u.groups {
+                if !self.groups.iter().any(|x| &x.name == g) {
+                    return invalid(format!("user {:?} names unknown group {g:?}", u.name));
+                }
+            }
+        }
+        for d in &self.devices {
+            if !seen.insert(("device", d.name.as_str())) {
+                return invalid(format!("device {:?} is defined twice", d.name));
+            }
+            if d.name.is_empty() || d.name.contains([':', '#', '@', '/']) {
+                return invalid(format!(
+                    "device {:?}: names must be non-empty and must not contain ':', '#', '@' or '/'",
+                    d.name
+                ));
+            }
+            if self.devices.iter().filter(|x| x.id == d.id).count() > 1 {
+                return invalid(format!(
+                    "device id {} is used by more than one device",
+                    d.id
+                ));
+            }
+            for c in [&d.credentials.full, &d.credentials.read_only]
+                .into_iter()
+                .flatten()
+            {
+                if c.password.is_some() == c.key_file.is_some() {
+                    return invalid(format!(
+                        "device {:?}: credential for {:?} needs exactly one of password or key_file",
+                        d.name, c.user
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = parse("[server]\napi_listen = \"127.0.0.1:1\"\nbogus_key = 1\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("bogus_key"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let c = parse(
+            r#"
+[server]
+data_dir = "/tmp/x"
+transient_ports = "46000-46010"
+[[groups]]
+name = "admins"
+sudo = true
+devices = ["*"]
+access = "full"
+[[users]]
+name = "admin"
+password = "pw"
+groups = ["admins"]
+[[devices]]
+name = "device1"
+id = "d290f1ee-6c54-4b01-90e6-d701748f0851"
+ssh = "127.0.0.1:22"
+credentials.full = { user = "root", password = "x" }
+credentials.read_only = { user = "viewer", key_file = "keys/viewer" }
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.server.port_range().unwrap(), 46000..=46010);
+        assert_eq!(c.groups[0].access, AccessLevel::Full);
+        assert!(format!("{c:?}").contains("<redacted>"));
+        assert!(!format!("{c:?}").contains("\"pw\""));
+    }
+
+    #[test]
+    fn semantic_errors() {
+        for (text, needle) in [
+            ("[server]\ntransient_ports = \"5-1\"", "transient_ports"),
+            (
+                "[[users]]\nname = \"a\"\ngroups = [\"nope\"]",
+                "unknown group",
+            ),
+            ("[[users]]\nname = \"a:b\"", "must not contain"),
+            ("[[devices]]\nname = \"d\"\nid = \"not-a-uuid\"", "UUID"),
+        ] {
+            let msg = parse(text).unwrap_err().to_string();
+            assert!(msg.contains(needle), "{text}: {msg}");
+        }
+    }
+}

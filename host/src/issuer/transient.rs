@@ -1,0 +1,233 @@
+//! Altostrat transient accesses: a temporary username and password on a dedicated port of the
+//! gateway, for `winbox` or `ssh`, limited by source, revoked at `expires_at` or early.
+
+use ipnet::IpNet;
+
+use super::{Issuer, IssuerError, Lifecycle, token};
+use crate::audit::{self, now_ms};
+use crate::config::AccessLevel;
+use crate::directory::{Device, User};
+use crate::metrics::Metrics;
+use crate::policy::{Action, Protocol, Verdict};
+use crate::secret::Secret;
+use crate::store::{AuditEvent, StoreError, TransientAccess, TransientKind};
+
+/// Allowed `expire_after_minutes`, as documented by Altostrat.
+pub const EXPIRE_MINUTES: std::ops::RangeInclusive<i64> = 15..=1440;
+const PASSWORD_LEN: usize = 24;
+
+/// A validated-by-type creation request; ranges are checked by [`Issuer::create_transient`].
+#[derive(Debug, Clone)]
+pub struct NewTransient {
+    pub expire_after_minutes: i64,
+    pub kind: TransientKind,
+    pub full_access: bool,
+    pub allow_rfc1918: bool,
+    pub allow_only_cidr: Option<String>,
+}
+
+impl Issuer {
+    fn site(&self, site: uuid::Uuid) -> Result<&Device, IssuerError> {
+        self.directory
+            .device_by_id(site)
+            .ok_or_else(|| IssuerError::NotFound(format!("unknown site {site}")))
+    }
+
+    /// `POST /control-plane/{siteId}/transient-accesses`.
+    pub async fn create_transient(
+        &self,
+        requester: &User,
+        site: uuid::Uuid,
+        new: NewTransient,
+        source: Option<String>,
+    ) -> Result<TransientAccess, IssuerError> {
+        if !EXPIRE_MINUTES.contains(&new.expire_after_minutes) {
+            return Err(IssuerError::Invalid(format!(
+                "expire_after_minutes must be between {} and {}, got {}",
+                EXPIRE_MINUTES.start(),
+                EXPIRE_MINUTES.end(),
+                new.expire_after_minutes
+            )));
+        }
+        let cidr = match new
+            .allow_only_cidr
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+        {
+            None => None,
+            Some(c) => Some(
+                c.parse::<IpNet>()
+                    .map_err(|_| {
+                        IssuerError::Invalid(format!(
+                            "allow_only_cidr {c:?} is not a CIDR such as 203.0.113.42/32"
+                        ))
+                    })?
+                    .to_string(),
+            ),
+        };
+        let device = self.site(site)?;
+        let (address, protocol) = match new.kind {
+            TransientKind::Winbox => (&device.winbox, Protocol::Winbox),
+            TransientKind::Ssh => (&device.ssh, Protocol::Ssh),
+        };
+        if address.is_none() {
+            return Err(IssuerError::Invalid(format!(
+                "device {:?} has no {} address configured",
+                device.name,
+                new.kind.as_str()
+            )));
+        }
+        let now = now_ms();
+        let mut req = self.request(
+            Action::IssueTransient,
+            requester,
+            requester,
+            device,
+            protocol,
+        );
+        req.access = if new.full_access {
+            AccessLevel::Full
+        } else {
+            AccessLevel::ReadOnly
+        };
+        req.ttl_seconds = (new.expire_after_minutes * 60) as u32;
+        req.allow_only_cidr = cidr.clone();
+        req.allow_rfc1918 = new.allow_rfc1918;
+        req.source = source.clone();
+        let grant = match self.policy.authorize(&req) {
+            Verdict::Allow(g) => g,
+            Verdict::Deny { reason, .. } => {
+                let e = AuditEvent {
+                    subject: Some(requester.name.clone()),
+                    device: Some(device.name.clone()),
+                    reason: Some(format!("authorize: {reason}")),
+                    source,
+                    ..audit::event(now, "transient.denied", Some(&requester.name), "deny")
+                };
+                return Err(self.denied("transient", "authorize", e).await);
+            }
+        };
+        let ttl_ms = grant
+            .max_ttl_seconds
+            .map_or(req.ttl_seconds, |max| req.ttl_seconds.min(max)) as i64
+            * 1000;
+        let password = token::new_password(PASSWORD_LEN);
+        let access = TransientAccess {
+            id: uuid::Uuid::new_v4(),
+            site_id: site,
+            device: device.name.clone(),
+            created_by: requester.name.clone(),
+            username: token::new_transient_username(),
+            password_hash: token::hash(password.expose()),
+            password_sealed: self.sealer.seal(&password)?,
+            port: 0,
+            kind: new.kind,
+            full_access: new.full_access && grant.access != Some(AccessLevel::ReadOnly),
+            allow_rfc1918: new.allow_rfc1918,
+            allow_only_cidr: cidr,
+            created_at: now,
+            expires_at: now + ttl_ms,
+            expired: false,
+            revoked_early: false,
+            ended_at: None,
+        };
+        let e = AuditEvent {
+            subject: Some(access.username.clone()),
+            device: Some(device.name.clone()),
+            source,
+            ..audit::event(now, "transient.issued", Some(&requester.name), "allow")
+        };
+        let created = match self
+            .store
+            .create_transient(access, self.cfg.ports.clone(), e.clone())
+            .await
+        {
+            Ok(a) => a,
+            Err(StoreError::NoFreePort) => return Err(IssuerError::Exhausted),
+            Err(other) => return Err(other.into()),
+        };
+        audit::trace(&AuditEvent {
+            object: Some(created.id.to_string()),
+            ..e
+        });
+        self.metrics
+            .issued
+            .get_or_create(&Metrics::kind("transient"))
+            .inc();
+        Ok(created)
+    }
+
+    fn may_see_transient(&self, viewer: &User, a: &TransientAccess) -> bool {
+        self.directory.principal(viewer).sudo || a.created_by == viewer.name
+    }
+
+    /// `GET /sites/{siteId}/transient-accesses/{accessId}`.
+    pub async fn transient(
+        &self,
+        viewer: &User,
+        site: uuid::Uuid,
+        id: uuid::Uuid,
+    ) -> Result<TransientAccess, IssuerError> {
+        self.site(site)?;
+        match self.store.transient(site, id).await? {
+            Some(a) if self.may_see_transient(viewer, &a) => Ok(a),
+            _ => Err(IssuerError::NotFound(format!(
+                "unknown transient access {id}"
+            ))),
+        }
+    }
+
+    /// `GET /sites/{siteId}/transient-accesses`: all for sudo users, otherwise the viewer's own.
+    pub async fn list_transients(
+        &self,
+        viewer: &User,
+        site: uuid::Uuid,
+    ) -> Result<Vec<TransientAccess>, IssuerError> {
+        self.site(site)?;
+        let own = (!self.directory.principal(viewer).sudo).then_some(viewer.name.as_str());
+        Ok(self.store.list_transients(site, own).await?)
+    }
+
+    /// `DELETE /sites/{siteId}/transient-accesses/{accessId}`: revoke early.
+    pub async fn revoke_transient(
+        &self,
+        viewer: &User,
+        site: uuid::Uuid,
+        id: uuid::Uuid,
+    ) -> Result<TransientAccess, IssuerError> {
+        let current = self.transient(viewer, site, id).await?;
+        let now = now_ms();
+        if current.expired || current.expires_at <= now {
+            return Err(IssuerError::Conflict(format!(
+                "transient access {id} has already expired or been revoked"
+            )));
+        }
+        let revoked = self
+            .store
+            .revoke_transient(site, id, &viewer.name, now)
+            .await?
+            .ok_or_else(|| {
+                IssuerError::Conflict(format!(
+                    "transient access {id} has already expired or been revoked"
+                ))
+            })?;
+        audit::trace(&AuditEvent {
+            subject: Some(revoked.username.clone()),
+            device: Some(revoked.device.clone()),
+            object: Some(revoked.id.to_string()),
+            ..audit::event(now, "transient.revoked", Some(&viewer.name), "ok")
+        });
+        let _ = self.events.send(Lifecycle::TransientEnded { id });
+        Ok(revoked)
+    }
+
+    /// The access's password, unsealed for the API response.
+    pub fn transient_password(&self, a: &TransientAccess) -> Result<Secret<String>, IssuerError> {
+        Ok(self.sealer.open_sealed(&a.password_sealed)?)
+    }
+
+    pub fn public_host(&self) -> &str {
+        &self.cfg.public_host
+    }
+}

@@ -1,0 +1,17 @@
+//! sallyport: an access gateway for managed network devices.
+//!
+//! It issues short-lived credentials over REST (Nodegrid open-session one-time keys, Altostrat
+//! transient accesses), will carry the SSH and Winbox connections they open, and hands every
+//! access decision to [`policy`]. Start with [`server::Gateway::open`] and [`server::run`].
+
+pub mod api;
+pub mod audit;
+pub mod config;
+pub mod directory;
+pub mod issuer;
+pub mod metrics;
+pub mod policy;
+pub mod secret;
+pub mod server;
+pub mod store;
+pub mod tls;

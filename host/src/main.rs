@@ -1,0 +1,126 @@
+//! The `sallyport` command: `serve`, `check-config`, `hash-password`.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sallyport::config::Config;
+use sallyport::server::{self, Gateway};
+
+#[derive(Parser)]
+#[command(
+    name = "sallyport",
+    version,
+    about = "Access gateway for managed network devices"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (embedded defaults without --config).
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file and exit (0 if valid).
+    CheckConfig { file: PathBuf },
+    /// Read a password from standard input and print its argon2id hash for `password_hash`.
+    HashPassword,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve { config } => serve(config),
+        Command::CheckConfig { file } => {
+            let c = Config::load(&file)?;
+            println!(
+                "{}: ok ({} groups, {} users, {} devices, {} plugins)",
+                file.display(),
+                c.groups.len(),
+                c.users.len(),
+                c.devices.len(),
+                c.plugins.len()
+            );
+            Ok(())
+        }
+        Command::HashPassword => {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("cannot read password from stdin")?;
+            let password = line.trim_end_matches(['\n', '\r']);
+            anyhow::ensure!(!password.is_empty(), "empty password on stdin");
+            let hash = sallyport::directory::hash_password(password)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{hash}");
+            Ok(())
+        }
+    }
+}
+
+fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = match config {
+        Some(path) => Config::load(&path)?,
+        None => Config::embedded_default(),
+    };
+    let (gateway, generated) = Gateway::open(config)?;
+    let mut out = std::io::stdout().lock();
+    for g in &generated {
+        // Deliberately stdout, not the log: shown once to whoever started the gateway.
+        writeln!(
+            out,
+            "sallyport: generated password for user {:?}: {} (shown only once)",
+            g.user,
+            g.password.expose()
+        )?;
+    }
+    drop(out);
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let addr = gateway.config.server.api_listen;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let bound = listener.local_addr()?;
+        let scheme = if gateway.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        println!("sallyport: api listening on {scheme}://{bound}");
+        std::io::stdout().flush()?;
+        server::run(&gateway, listener, shutdown_signal()).await;
+        anyhow::Ok(())
+    })?;
+    gateway.close();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,231 @@
+//! Assembling and running the gateway: open the data directory, build every component from the
+//! configuration, then serve the API on a listener until shutdown.
+//!
+//! [`Gateway::open`] does everything that can fail at start (so errors surface before any port
+//! is bound); [`run`] serves a listener the caller bound, which is what tests drive.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use cap_std::fs::Dir;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::directory::{Directory, GeneratedPassword};
+use crate::issuer::seal::Sealer;
+use crate::issuer::{self, Issuer, IssuerConfig};
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot open data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Directory(#[from] crate::directory::DirectoryError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Seal(#[from] crate::issuer::seal::SealError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(
+        "policy plugins ([[plugins]] entries) need the WebAssembly policy engine, which this build does not have yet; remove them to use the built-in rules"
+    )]
+    PluginsUnsupported,
+}
+
+/// A gateway ready to serve.
+pub struct Gateway {
+    pub config: Config,
+    pub issuer: Arc<Issuer>,
+    pub metrics: Arc<Metrics>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    store: Arc<SqliteStore>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Opens the data directory and builds every component. Returns the passwords generated on
+    /// this first start, for the caller to print once.
+    pub fn open(config: Config) -> Result<(Self, Vec<GeneratedPassword>), StartError> {
+        config.validate()?;
+        if !config.plugins.is_empty() {
+            return Err(StartError::PluginsUnsupported);
+        }
+        let path = config.server.data_dir.clone();
+        let data_err = |source| StartError::DataDir {
+            path: path.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&path).map_err(data_err)?;
+        // The only ambient file-system access: from here on, everything goes through `data`.
+        let data = Dir::open_ambient_dir(&path, cap_std::ambient_authority()).map_err(data_err)?;
+        let (directory, generated) = Directory::build(&config, &data)?;
+        let store = Arc::new(SqliteStore::open(&data)?);
+        let sealer = Sealer::open(&data)?;
+        let tls = if config.server.tls {
+            Some(crate::tls::server_config(
+                &data,
+                &config.server.public_host,
+            )?)
+        } else {
+            None
+        };
+        let metrics = Arc::new(Metrics::default());
+        let policy = Arc::new(Policy::builtin(config.groups.clone()));
+        let issuer = Arc::new(Issuer::new(
+            store.clone() as Arc<dyn Store>,
+            Arc::new(directory),
+            policy,
+            sealer,
+            metrics.clone(),
+            IssuerConfig {
+                ports: config.server.port_range()?,
+                public_host: config.server.public_host.clone(),
+                max_otk_duration_secs: config.server.max_otk_duration_secs,
+                ticket_ttl_secs: config.server.ticket_ttl_secs,
+            },
+        ));
+        Ok((
+            Self {
+                config,
+                issuer,
+                metrics,
+                tls,
+                store,
+            },
+            generated,
+        ))
+    }
+
+    pub fn app_state(&self) -> AppState {
+        AppState {
+            issuer: self.issuer.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// Flushes and closes the store; call after serving has stopped.
+    pub fn close(&self) {
+        self.store.close();
+    }
+}
+
+/// Serves the API on `listener` (HTTPS when the gateway has TLS) and runs the expiry sweeper,
+/// until `shutdown` resolves; then stops accepting and gives open connections 5 s to finish.
+pub async fn run(
+    gateway: &Gateway,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let app = api::router(gateway.app_state());
+    let acceptor = gateway.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    let sweeper = tokio::spawn(issuer::run_sweeper(
+        gateway.issuer.clone(),
+        Duration::from_millis(gateway.config.server.sweep_interval_ms),
+        async move {
+            let mut rx = stop_rx;
+            let _ = rx.changed().await;
+        },
+    ));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // Usually EMFILE under overload: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service =
+            app.clone()
+                .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                    req
+                });
+        let service = hyper_util::service::TowerToHyperService::new(service);
+        let builder = builder.clone();
+        let acceptor = acceptor.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let result = match acceptor {
+                Some(acceptor) => {
+                    let tls = match tokio::time::timeout(
+                        Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    watcher
+                        .watch(
+                            builder
+                                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                                .into_owned(),
+                        )
+                        .await
+                }
+                None => {
+                    watcher
+                        .watch(
+                            builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .into_owned(),
+                        )
+                        .await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(());
+    let _ = sweeper.await;
+    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after 5 s; closing them");
+    }
+}

@@ -1,0 +1,237 @@
+//! Durable state: login tickets, open sessions (one-time keys), transient accesses and the
+//! audit log.
+//!
+//! [`Store`] is the backend-neutral API; [`sqlite::SqliteStore`] is the embedded default. Every
+//! state change that must be single-use (redeeming a key, revoking an access, expiring) is one
+//! conditional `UPDATE … WHERE state = … RETURNING`, so a PostgreSQL backend serving several
+//! gateway nodes can implement the same trait with the same statements and get the same
+//! exactly-once guarantee. A write returns only after its transaction is durably committed, and
+//! the audit row describing a change is written in the same transaction as the change.
+
+mod schema;
+pub mod sqlite;
+
+use std::ops::RangeInclusive;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::config::AccessLevel;
+
+/// Milliseconds since the Unix epoch; the store's only clock type.
+pub type UnixMs = i64;
+
+/// SHA-256 of a secret token; the store never sees the token itself.
+pub type TokenHash = [u8; 32];
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("no free port in the transient port range")]
+    NoFreePort,
+    #[error("the store is shut down")]
+    Closed,
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("cannot open the database: {0}")]
+    Open(String),
+}
+
+/// Life cycle of an open-session key, as shown on the tracking page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionState {
+    Generated,
+    Initiated,
+    Expired,
+    Terminated,
+}
+
+impl SessionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Generated => "generated",
+            Self::Initiated => "initiated",
+            Self::Expired => "expired",
+            Self::Terminated => "terminated",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "generated" => Self::Generated,
+            "initiated" => Self::Initiated,
+            "expired" => Self::Expired,
+            "terminated" => Self::Terminated,
+            other => return Err(StoreError::Corrupt(format!("session state {other:?}"))),
+        })
+    }
+}
+
+/// An open session: the record behind one one-time key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenSession {
+    pub id: String,
+    pub token_hash: TokenHash,
+    pub user: String,
+    pub device: String,
+    pub requested_by: String,
+    pub access: AccessLevel,
+    pub state: SessionState,
+    pub created_at: UnixMs,
+    pub expires_at: UnixMs,
+    pub initiated_at: Option<UnixMs>,
+    pub ended_at: Option<UnixMs>,
+    pub source: Option<String>,
+}
+
+/// Protocol a transient access opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TransientKind {
+    Winbox,
+    Ssh,
+}
+
+impl TransientKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Winbox => "winbox",
+            Self::Ssh => "ssh",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "winbox" => Ok(Self::Winbox),
+            "ssh" => Ok(Self::Ssh),
+            other => Err(StoreError::Corrupt(format!("transient type {other:?}"))),
+        }
+    }
+}
+
+/// A transient access (Altostrat semantics). `port` is 0 until the store allocates one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransientAccess {
+    pub id: uuid::Uuid,
+    pub site_id: uuid::Uuid,
+    pub device: String,
+    pub created_by: String,
+    pub username: String,
+    pub password_hash: TokenHash,
+    /// The password sealed with the data directory's key (GET must return it, as in the seed).
+    pub password_sealed: Vec<u8>,
+    pub port: u16,
+    pub kind: TransientKind,
+    pub full_access: bool,
+    pub allow_rfc1918: bool,
+    pub allow_only_cidr: Option<String>,
+    pub created_at: UnixMs,
+    pub expires_at: UnixMs,
+    pub expired: bool,
+    pub revoked_early: bool,
+    pub ended_at: Option<UnixMs>,
+}
+
+/// A login ticket (`POST /api/v1/Session`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ticket {
+    pub hash: TokenHash,
+    pub username: String,
+    pub created_at: UnixMs,
+    pub expires_at: UnixMs,
+}
+
+/// One row of the audit log. Never holds a token or password.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AuditEvent {
+    pub at: UnixMs,
+    /// e.g. `session.issued`, `session.denied`, `session.redeemed`, `transient.expired`.
+    pub event: String,
+    pub actor: Option<String>,
+    pub subject: Option<String>,
+    pub device: Option<String>,
+    /// Id of the session or access concerned.
+    pub object: Option<String>,
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub source: Option<String>,
+}
+
+/// What a sweep expired.
+#[derive(Debug, Default)]
+pub struct Expired {
+    pub sessions: Vec<OpenSession>,
+    pub transients: Vec<TransientAccess>,
+}
+
+/// The backend-neutral store API. Every mutating call is durable when it returns `Ok`.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn insert_ticket(&self, ticket: Ticket, audit: AuditEvent) -> Result<(), StoreError>;
+    /// The ticket with this hash if it exists and has not expired at `now`.
+    async fn ticket(&self, hash: TokenHash, now: UnixMs) -> Result<Option<Ticket>, StoreError>;
+    /// Deletes a ticket; true if it existed.
+    async fn delete_ticket(&self, hash: TokenHash, audit: AuditEvent) -> Result<bool, StoreError>;
+
+    async fn insert_session(
+        &self,
+        session: OpenSession,
+        audit: AuditEvent,
+    ) -> Result<(), StoreError>;
+    /// Single-use redemption: moves the session whose key hashes to `hash` from `generated` to
+    /// `initiated` if it belongs to `user` and `device` and is not expired at `now`. Exactly one
+    /// of any number of concurrent callers gets `Some`.
+    async fn redeem_session(
+        &self,
+        hash: TokenHash,
+        user: &str,
+        device: &str,
+        now: UnixMs,
+        source: Option<String>,
+    ) -> Result<Option<OpenSession>, StoreError>;
+    /// Marks live (`generated`/`initiated`) sessions among `ids` terminated; returns those.
+    async fn terminate_sessions(
+        &self,
+        ids: Vec<String>,
+        actor: &str,
+        now: UnixMs,
+    ) -> Result<Vec<OpenSession>, StoreError>;
+    async fn session(&self, id: &str) -> Result<Option<OpenSession>, StoreError>;
+    /// Sessions, newest first; only `user`'s if given.
+    async fn list_sessions(&self, user: Option<&str>) -> Result<Vec<OpenSession>, StoreError>;
+
+    /// Inserts a transient access on a free port of `ports` (never one held by a live access).
+    async fn create_transient(
+        &self,
+        access: TransientAccess,
+        ports: RangeInclusive<u16>,
+        audit: AuditEvent,
+    ) -> Result<TransientAccess, StoreError>;
+    async fn transient(
+        &self,
+        site: uuid::Uuid,
+        id: uuid::Uuid,
+    ) -> Result<Option<TransientAccess>, StoreError>;
+    async fn list_transients(
+        &self,
+        site: uuid::Uuid,
+        created_by: Option<&str>,
+    ) -> Result<Vec<TransientAccess>, StoreError>;
+    /// Revokes a live access early; `None` if it is unknown or already over.
+    async fn revoke_transient(
+        &self,
+        site: uuid::Uuid,
+        id: uuid::Uuid,
+        actor: &str,
+        now: UnixMs,
+    ) -> Result<Option<TransientAccess>, StoreError>;
+
+    /// Expires every generated key and live access due at `now`, auditing each.
+    async fn expire_due(&self, now: UnixMs) -> Result<Expired, StoreError>;
+    async fn audit(&self, event: AuditEvent) -> Result<(), StoreError>;
+    /// The newest `limit` audit rows, newest first.
+    async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEvent>, StoreError>;
+}
