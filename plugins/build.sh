@@ -34,8 +34,8 @@ say() { printf '%s\n' "build.sh: $*" >&2; }
 # --- the native componentize tool (the machine's rustup toolchain) -------------------------
 say "building plugins/tools/componentize"
 CARGO_TARGET_DIR="$repo/target/wasm-guests-tools" \
-  cargo build --quiet --release --locked --manifest-path "$plugins/tools/componentize/Cargo.toml"
-componentize="$repo/target/wasm-guests-tools/release/componentize"
+  cargo build --quiet --locked --manifest-path "$plugins/tools/componentize/Cargo.toml"
+componentize="$repo/target/wasm-guests-tools/debug/componentize"
 
 # --- pick the guest toolchain ----------------------------------------------------------------
 debian_ready() { [ -x /usr/bin/cargo ] && [ -d /usr/lib/rustlib/src/rust/library ] && command -v wasm-ld-22 >/dev/null; }

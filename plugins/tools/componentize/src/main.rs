@@ -37,7 +37,12 @@ fn encode(core: &Path, out: &Path) -> Result<()> {
         .encode()
         .with_context(|| format!("encoding {} as a component", core.display()))?;
     std::fs::write(out, &component).with_context(|| format!("writing {}", out.display()))?;
-    println!("{}: {} bytes (core module {} bytes)", out.display(), component.len(), module.len());
+    println!(
+        "{}: {} bytes (core module {} bytes)",
+        out.display(),
+        component.len(),
+        module.len()
+    );
     Ok(())
 }
 
@@ -48,7 +53,9 @@ fn check(path: &Path, wit: &Path, world: &str) -> Result<()> {
         .with_context(|| format!("{} is not a valid component", path.display()))?;
 
     let mut resolve = Resolve::default();
-    let (pkg, _) = resolve.push_path(wit).with_context(|| format!("parsing {}", wit.display()))?;
+    let (pkg, _) = resolve
+        .push_path(wit)
+        .with_context(|| format!("parsing {}", wit.display()))?;
     let world_id = resolve.select_world(&[pkg], Some(world))?;
     wit_component::targets(&resolve, world_id, &bytes)
         .with_context(|| format!("{} does not target world {world}", path.display()))?;
@@ -56,12 +63,23 @@ fn check(path: &Path, wit: &Path, world: &str) -> Result<()> {
     let DecodedWasm::Component(decoded, decoded_world) = wit_component::decode(&bytes)? else {
         bail!("{} is a WIT package, not a component", path.display());
     };
-    let root = decoded.worlds[decoded_world].package.context("decoded world has no package")?;
+    let root = decoded.worlds[decoded_world]
+        .package
+        .context("decoded world has no package")?;
     let mut printer = WitPrinter::default();
     printer.emit_docs(false);
     printer.print(&decoded, root, &[])?;
-    println!("{}: valid, {} bytes, targets {world}; decoded world:", path.display(), bytes.len());
-    for line in printer.output.to_string().lines().filter(|l| !l.trim().is_empty()) {
+    println!(
+        "{}: valid, {} bytes, targets {world}; decoded world:",
+        path.display(),
+        bytes.len()
+    );
+    for line in printer
+        .output
+        .to_string()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+    {
         println!("  {line}");
     }
     Ok(())
