@@ -28,6 +28,8 @@ plugins="$repo/plugins"
 dist="$plugins/dist"
 # name:world of every built-in plugin (crate directory under plugins/).
 builtins=(default-authorize:authorize-policy default-sudo:sudo-policy default-source:source-policy)
+# name:world of the example plugins under examples/ (built and checked, never committed).
+examples=(business-hours:authorize-policy)
 
 say() { printf '%s\n' "build.sh: $*" >&2; }
 
@@ -67,7 +69,7 @@ if [ "$clean" = 1 ]; then
   target_dir=$(mktemp -d /tmp/sallyport-guests.XXXXXX)
 fi
 build=(cargo build --release --locked --target wasm32-unknown-unknown)
-for b in "${builtins[@]}"; do build+=(-p "${b%%:*}"); done
+for b in "${builtins[@]}" "${examples[@]}"; do build+=(-p "${b%%:*}"); done
 
 case "$choice" in
   rustup)
@@ -102,6 +104,12 @@ for b in "${builtins[@]}"; do
   core="$target_dir/wasm32-unknown-unknown/release/${name//-/_}.wasm"
   "$componentize" encode "$core" "$out/$name.wasm"
   "$componentize" check "$out/$name.wasm" "$repo/wit" "$world"
+done
+mkdir -p "$target_dir/components"
+for b in "${examples[@]}"; do
+  name=${b%%:*} world=${b#*:}
+  "$componentize" encode "$target_dir/wasm32-unknown-unknown/release/${name//-/_}.wasm" "$target_dir/components/$name.wasm"
+  "$componentize" check "$target_dir/components/$name.wasm" "$repo/wit" "$world"
 done
 {
   echo "# Toolchain that built these components; plugins/build.sh --check reproduces them only with it."
