@@ -229,6 +229,27 @@ pub trait Store: Send + Sync + 'static {
         now: UnixMs,
     ) -> Result<Option<TransientAccess>, StoreError>;
 
+    /// Accesses of every site that are live at `now` (not expired, revoked or due).
+    async fn live_transients(&self, now: UnixMs) -> Result<Vec<TransientAccess>, StoreError>;
+    /// The access with this username, live or not (usernames are unique).
+    async fn transient_by_username(
+        &self,
+        username: &str,
+    ) -> Result<Option<TransientAccess>, StoreError>;
+
+    /// The host-key fingerprint trusted on first use for `device`, if one was recorded.
+    async fn device_host_key(&self, device: &str) -> Result<Option<String>, StoreError>;
+    /// Records `fingerprint` as `device`'s host key unless one is already recorded, and returns
+    /// the recorded one, so concurrent first connections agree on a single key. `audit` is
+    /// written only when this call recorded the key.
+    async fn trust_device_host_key(
+        &self,
+        device: &str,
+        fingerprint: &str,
+        now: UnixMs,
+        audit: AuditEvent,
+    ) -> Result<String, StoreError>;
+
     /// Expires every generated key and live access due at `now`, auditing each.
     async fn expire_due(&self, now: UnixMs) -> Result<Expired, StoreError>;
     async fn audit(&self, event: AuditEvent) -> Result<(), StoreError>;

@@ -6,7 +6,8 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// Each entry is one migration; never edit a released one, append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tickets (
     hash        BLOB PRIMARY KEY,
     username    TEXT NOT NULL,
@@ -62,7 +63,16 @@ CREATE TABLE audit (
     reason   TEXT,
     source   TEXT
 );
-"#];
+"#,
+    // 2: device host keys trusted on first use (devices configured without `host_key`).
+    r#"
+CREATE TABLE device_host_keys (
+    device       TEXT PRIMARY KEY,
+    fingerprint  TEXT NOT NULL,
+    first_seen   INTEGER NOT NULL
+);
+"#,
+];
 
 /// Brings the schema up to date inside one transaction.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -65,8 +65,16 @@ impl SqliteStore {
         writer.pragma_update(None, "journal_mode", "WAL")?;
         writer.pragma_update(None, "synchronous", "FULL")?;
         writer.pragma_update(None, "foreign_keys", "ON")?;
+        // Checkpoints run on their own thread (below) so no commit waits for one.
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         writer.busy_timeout(std::time::Duration::from_secs(5))?;
         schema::migrate(&mut writer)?;
+        let checkpointer = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        checkpointer.pragma_update(None, "synchronous", "FULL")?;
+        checkpointer.busy_timeout(std::time::Duration::from_secs(5))?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let r = Connection::open_with_flags(
@@ -77,10 +85,18 @@ impl SqliteStore {
             readers.push(Mutex::new(r));
         }
         let (tx, rx) = mpsc::channel::<Job>();
+        let (stop_checkpoints, stopped) = mpsc::channel::<()>();
         let handle = std::thread::Builder::new()
             .name("sallyport-store-writer".into())
-            .spawn(move || writer_loop(writer, rx))
+            .spawn(move || {
+                writer_loop(writer, rx);
+                let _ = stop_checkpoints.send(());
+            })
             .map_err(|e| StoreError::Open(format!("cannot start writer thread: {e}")))?;
+        std::thread::Builder::new()
+            .name("sallyport-store-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, stopped))
+            .map_err(|e| StoreError::Open(format!("cannot start checkpoint thread: {e}")))?;
         Ok(Self {
             jobs: Mutex::new(Some(tx)),
             readers,
@@ -183,6 +199,24 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
                 Ok(()) => Ok(()),
                 Err(e) => Err(StoreError::Open(format!("commit failed: {e}"))),
             });
+        }
+    }
+}
+
+/// Copies committed WAL frames into the database file every 250 ms (PASSIVE: never blocks the
+/// writer or readers), and truncates the WAL once when the store closes.
+fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+    loop {
+        match stop.recv_timeout(std::time::Duration::from_millis(250)) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+                }
+            }
+            _ => {
+                let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                return;
+            }
         }
     }
 }
@@ -571,6 +605,57 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn live_transients(&self, now: UnixMs) -> Result<Vec<TransientAccess>, StoreError> {
+        self.read(|c| {
+            transients_where(
+                c,
+                "WHERE expired = 0 AND expires_at > ?1 ORDER BY created_at",
+                params![now],
+            )
+        })
+    }
+
+    async fn transient_by_username(
+        &self,
+        username: &str,
+    ) -> Result<Option<TransientAccess>, StoreError> {
+        self.read(|c| Ok(transients_where(c, "WHERE username = ?1", params![username])?.pop()))
+    }
+
+    async fn device_host_key(&self, device: &str) -> Result<Option<String>, StoreError> {
+        self.read(|c| {
+            Ok(
+                c.prepare_cached("SELECT fingerprint FROM device_host_keys WHERE device = ?1")?
+                    .query_row(params![device], |r| r.get(0))
+                    .optional()?,
+            )
+        })
+    }
+
+    async fn trust_device_host_key(
+        &self,
+        device: &str,
+        fingerprint: &str,
+        now: UnixMs,
+        audit: AuditEvent,
+    ) -> Result<String, StoreError> {
+        let (device, fingerprint) = (device.to_owned(), fingerprint.to_owned());
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "INSERT INTO device_host_keys (device, fingerprint, first_seen) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (device) DO NOTHING",
+                )?
+                .execute(params![device, fingerprint, now])?;
+            if n == 1 {
+                insert_audit(c, &audit)?;
+            }
+            Ok(c.prepare_cached("SELECT fingerprint FROM device_host_keys WHERE device = ?1")?
+                .query_row(params![device], |r| r.get(0))?)
+        })
+        .await
+    }
+
     async fn expire_due(&self, now: UnixMs) -> Result<Expired, StoreError> {
         self.write(move |c| {
             let mut out = Expired::default();
@@ -629,3 +714,7 @@ impl Store for SqliteStore {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "sqlite_tests.rs"]
+mod tests;

@@ -1,0 +1,160 @@
+//! Unit tests of the SQLite store: group-commit isolation, the live-port invariant, expiry
+//! sweeps and persistence across reopen.
+
+use super::*;
+use crate::store::Store;
+
+fn open() -> (tempfile::TempDir, cap_std::fs::Dir, SqliteStore) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = cap_std::fs::Dir::open_ambient_dir(tmp.path(), cap_std::ambient_authority()).unwrap();
+    let store = SqliteStore::open(&dir).unwrap();
+    (tmp, dir, store)
+}
+
+fn session(id: &str, expires_at: i64) -> OpenSession {
+    OpenSession {
+        id: id.into(),
+        token_hash: crate::issuer::token::hash(id),
+        user: "u".into(),
+        device: "d".into(),
+        requested_by: "u".into(),
+        access: AccessLevel::Full,
+        state: SessionState::Generated,
+        created_at: 0,
+        expires_at,
+        initiated_at: None,
+        ended_at: None,
+        source: None,
+    }
+}
+
+fn access(expires_at: i64) -> TransientAccess {
+    TransientAccess {
+        id: uuid::Uuid::new_v4(),
+        site_id: uuid::Uuid::nil(),
+        device: "d".into(),
+        created_by: "u".into(),
+        username: crate::issuer::token::new_transient_username(),
+        password_hash: [0; 32],
+        password_sealed: vec![1, 2, 3],
+        port: 0,
+        kind: TransientKind::Winbox,
+        full_access: false,
+        allow_rfc1918: false,
+        allow_only_cidr: Some("10.0.0.0/8".into()),
+        created_at: 0,
+        expires_at,
+        expired: false,
+        revoked_early: false,
+        ended_at: None,
+    }
+}
+
+#[tokio::test]
+async fn a_failing_write_does_not_undo_its_group() {
+    let (_t, _d, store) = open();
+    // Same id twice: the second insert violates the primary key. Sent concurrently, they very
+    // likely share a commit group; either way exactly the first survives.
+    let (a, b, c) = tokio::join!(
+        store.insert_session(session("s1", 10), AuditEvent::default()),
+        store.insert_session(session("s1", 10), AuditEvent::default()),
+        store.insert_session(session("s2", 10), AuditEvent::default()),
+    );
+    assert!(a.is_ok() && b.is_err() && c.is_ok(), "{a:?} {b:?} {c:?}");
+    assert_eq!(store.list_sessions(None).await.unwrap().len(), 2);
+    // The audit row of the failed write was rolled back with it.
+    assert_eq!(store.audit_log(10).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn live_accesses_never_share_a_port_and_expiry_frees_it() {
+    let (_t, _d, store) = open();
+    let a = store
+        .create_transient(access(1_000), 7000..=7001, AuditEvent::default())
+        .await
+        .unwrap();
+    let b = store
+        .create_transient(access(5_000), 7000..=7001, AuditEvent::default())
+        .await
+        .unwrap();
+    assert_ne!(a.port, b.port);
+    assert!(matches!(
+        store
+            .create_transient(access(5_000), 7000..=7001, AuditEvent::default())
+            .await,
+        Err(StoreError::NoFreePort)
+    ));
+    let expired = store.expire_due(1_000).await.unwrap();
+    assert_eq!(expired.transients.len(), 1);
+    assert_eq!(expired.transients[0].id, a.id);
+    let c = store
+        .create_transient(access(5_000), 7000..=7001, AuditEvent::default())
+        .await
+        .unwrap();
+    assert_eq!(c.port, a.port);
+    // Nothing more is due; a second sweep is a no-op.
+    assert!(store.expire_due(1_000).await.unwrap().transients.is_empty());
+    let log = store.audit_log(10).await.unwrap();
+    assert!(
+        log.iter().any(|e| e.event == "transient.expired"
+            && e.object.as_deref() == Some(&a.id.to_string()[..]))
+    );
+}
+
+#[tokio::test]
+async fn sweeps_expire_only_due_generated_sessions() {
+    let (_t, _d, store) = open();
+    for (id, exp) in [("due", 100), ("later", 10_000), ("used", 100)] {
+        store
+            .insert_session(session(id, exp), AuditEvent::default())
+            .await
+            .unwrap();
+    }
+    let used = store
+        .redeem_session(crate::issuer::token::hash("used"), "u", "d", 50, None)
+        .await
+        .unwrap();
+    assert!(used.is_some());
+    let out = store.expire_due(200).await.unwrap();
+    assert_eq!(
+        out.sessions
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect::<Vec<_>>(),
+        ["due"]
+    );
+    assert_eq!(
+        store.session("used").await.unwrap().unwrap().state,
+        SessionState::Initiated
+    );
+    assert_eq!(
+        store.session("later").await.unwrap().unwrap().state,
+        SessionState::Generated
+    );
+    assert!(
+        store
+            .redeem_session(crate::issuer::token::hash("due"), "u", "d", 50, None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn data_survives_reopen_and_writes_after_close_fail_cleanly() {
+    let (_t, dir, store) = open();
+    store
+        .insert_session(session("keep", 10_000), AuditEvent::default())
+        .await
+        .unwrap();
+    store.close();
+    assert!(matches!(
+        store
+            .insert_session(session("late", 1), AuditEvent::default())
+            .await,
+        Err(StoreError::Closed)
+    ));
+    let again = SqliteStore::open(&dir).unwrap();
+    assert!(again.session("keep").await.unwrap().is_some());
+    assert!(again.session("late").await.unwrap().is_none());
+}
