@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 
 use crate::load::{self, Target};
 use crate::proc;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
@@ -95,7 +95,9 @@ type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 async fn connect(t: &Target, tls: &tokio_rustls::TlsConnector) -> anyhow::Result<Sender> {
     let tcp = tokio::net::TcpStream::connect(t.addr).await?;
     tcp.set_nodelay(true)?;
-    let stream = tls.connect(ServerName::try_from("localhost")?.to_owned(), tcp).await?;
+    let stream = tls
+        .connect(ServerName::try_from("localhost")?.to_owned(), tcp)
+        .await?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     Ok(sender)
@@ -103,7 +105,10 @@ async fn connect(t: &Target, tls: &tokio_rustls::TlsConnector) -> anyhow::Result
 
 /// Sends one request and reads the whole answer; the body is returned for checks.
 pub async fn once(sender: &mut Sender, t: &Target) -> anyhow::Result<(u16, Bytes)> {
-    let mut req = hyper::Request::builder().method(t.method.clone()).uri(&t.path).header("host", "localhost");
+    let mut req = hyper::Request::builder()
+        .method(t.method.clone())
+        .uri(&t.path)
+        .header("host", "localhost");
     for (k, v) in &t.headers {
         req = req.header(k, v);
     }
@@ -123,7 +128,12 @@ pub async fn request(t: &Target) -> anyhow::Result<(u16, Bytes)> {
 }
 
 /// Runs `connections` closed loops for `warmup + measure`, recording only the measured part.
-pub async fn run(t: &Target, connections: usize, warmup: Duration, measure: Duration) -> anyhow::Result<Stats> {
+pub async fn run(
+    t: &Target,
+    connections: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> anyhow::Result<Stats> {
     let tls = tls_connector()?;
     let start = Instant::now() + warmup;
     let end = start + measure;
@@ -155,7 +165,12 @@ pub async fn run(t: &Target, connections: usize, warmup: Duration, measure: Dura
             anyhow::Ok((ok, errors, hist))
         }));
     }
-    let mut total = Stats { ok: 0, errors: 0, elapsed: measure, hist: Histogram::new_with_bounds(1, 60_000_000, 3)? };
+    let mut total = Stats {
+        ok: 0,
+        errors: 0,
+        elapsed: measure,
+        hist: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+    };
     for task in tasks {
         let (ok, errors, hist) = task.await??;
         total.ok += ok;

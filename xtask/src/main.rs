@@ -7,7 +7,7 @@ mod bench_issue;
 mod load;
 mod proc;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -21,8 +21,15 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("{name} needs a number")),
         }
     };
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["bench", "issue", ..] => bench_issue::run(flag("--seconds", 10)?, flag("--connections", 32)? as usize),
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["bench", "issue", ..] => {
+            bench_issue::run(flag("--seconds", 10)?, flag("--connections", 32)? as usize)
+        }
         _ => bail!("usage: cargo xtask bench issue [--seconds N] [--connections N]"),
     }
 }

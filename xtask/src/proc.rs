@@ -5,11 +5,13 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 
 /// The workspace root (xtask lives one level below it).
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 /// Builds `sallyport` in release mode and returns the binary's path.
@@ -53,8 +55,13 @@ pub fn start(bin: &Path, config: &Path) -> anyhow::Result<Server> {
     for line in lines.by_ref() {
         let line = line?;
         if let Some(rest) = line.split("listening on ").nth(1) {
-            let addr = rest.trim().trim_start_matches("https://").trim_start_matches("http://");
-            let addr = addr.parse().with_context(|| format!("bad address in {line:?}"))?;
+            let addr = rest
+                .trim()
+                .trim_start_matches("https://")
+                .trim_start_matches("http://");
+            let addr = addr
+                .parse()
+                .with_context(|| format!("bad address in {line:?}"))?;
             // Keep draining stdout so the server never blocks on a full pipe.
             std::thread::spawn(move || for _ in lines {});
             return Ok(Server { child, addr });
