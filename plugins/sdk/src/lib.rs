@@ -108,19 +108,13 @@ pub mod __private {
 #[macro_export]
 macro_rules! export_authorize {
     ($policy:ty) => {
-        #[cfg(target_arch = "wasm32")]
-        #[allow(unsafe_code)]
-        const _: () = {
-            struct SallyportGlue;
-            impl $crate::bindings::authorize::Guest for SallyportGlue {
-                fn authorize(r: $crate::Request) -> $crate::Decision {
-                    <$policy as $crate::Authorize>::authorize(&r)
-                }
-            }
-            $crate::__export_authorize_policy_impl!(
-                SallyportGlue with_types_in $crate::bindings::authorize
-            );
-        };
+        $crate::__export_hook!(
+            $policy,
+            Authorize,
+            authorize,
+            authorize,
+            __export_authorize_policy_impl
+        );
     };
 }
 
@@ -129,17 +123,7 @@ macro_rules! export_authorize {
 #[macro_export]
 macro_rules! export_sudo {
     ($policy:ty) => {
-        #[cfg(target_arch = "wasm32")]
-        #[allow(unsafe_code)]
-        const _: () = {
-            struct SallyportGlue;
-            impl $crate::bindings::sudo::Guest for SallyportGlue {
-                fn sudo(r: $crate::Request) -> $crate::Decision {
-                    <$policy as $crate::Sudo>::sudo(&r)
-                }
-            }
-    $crate::__export_sudo_policy_impl!(SallyportGlue with_types_in $crate::bindings::sudo);
-        };
+        $crate::__export_hook!($policy, Sudo, sudo, sudo, __export_sudo_policy_impl);
     };
 }
 
@@ -148,18 +132,32 @@ macro_rules! export_sudo {
 #[macro_export]
 macro_rules! export_check_source {
     ($policy:ty) => {
+        $crate::__export_hook!(
+            $policy,
+            CheckSource,
+            check_source,
+            source,
+            __export_source_policy_impl
+        );
+    };
+}
+
+/// Not part of the API: the body of the `export_*!` macros. Implements the world's generated
+/// `Guest` trait by calling the hook trait, then expands wit-bindgen's export macro.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_hook {
+    ($policy:ty, $hook:ident, $func:ident, $world:ident, $wit_export:ident) => {
         #[cfg(target_arch = "wasm32")]
         #[allow(unsafe_code)]
         const _: () = {
             struct SallyportGlue;
-            impl $crate::bindings::source::Guest for SallyportGlue {
-                fn check_source(r: $crate::Request) -> $crate::Decision {
-                    <$policy as $crate::CheckSource>::check_source(&r)
+            impl $crate::bindings::$world::Guest for SallyportGlue {
+                fn $func(r: $crate::Request) -> $crate::Decision {
+                    <$policy as $crate::$hook>::$func(&r)
                 }
             }
-            $crate::__export_source_policy_impl!(
-                SallyportGlue with_types_in $crate::bindings::source
-            );
+    $crate::$wit_export!(SallyportGlue with_types_in $crate::bindings::$world);
         };
     };
 }

@@ -89,18 +89,12 @@ impl Cidr {
         let s = s.trim();
         let err = || CidrError(s.to_string());
         let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => {
-                let digits_only =
-                    !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit());
-                (
-                    a,
-                    Some(if digits_only {
-                        p.parse::<u8>().map_err(|_| err())?
-                    } else {
-                        return Err(err());
-                    }),
-                )
+            Some((a, p))
+                if !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                (a, Some(p.parse::<u8>().map_err(|_| err())?))
             }
+            Some(_) => return Err(err()),
             None => (s, None),
         };
         match IpAddr::from_str(addr).map_err(|_| err())? {
