@@ -61,6 +61,15 @@ pub struct ServerConfig {
     pub max_otk_duration_secs: u64,
     /// How often the sweeper looks for due expiries, in milliseconds.
     pub sweep_interval_ms: u64,
+    /// SSH: seconds a client has to log in before it is disconnected.
+    pub ssh_login_grace_secs: u64,
+    /// SSH: most connections that may be unauthenticated at once (across all SSH listeners).
+    pub ssh_max_unauthenticated: usize,
+    /// SSH: failed logins from one source address before it is refused for a while.
+    pub ssh_penalty_failures: u32,
+    /// SSH: first refusal period of a penalised source, in seconds; doubles per repeat, capped
+    /// at 10 minutes.
+    pub ssh_penalty_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +85,10 @@ impl Default for ServerConfig {
             ticket_ttl_secs: 12 * 3600,
             max_otk_duration_secs: 24 * 3600,
             sweep_interval_ms: 500,
+            ssh_login_grace_secs: 30,
+            ssh_max_unauthenticated: 64,
+            ssh_penalty_failures: 5,
+            ssh_penalty_secs: 30,
         }
     }
 }
@@ -253,6 +266,15 @@ impl Config {
         }
         if self.server.sweep_interval_ms == 0 {
             return invalid("server.sweep_interval_ms must be > 0".into());
+        }
+        if self.server.ssh_login_grace_secs == 0
+            || self.server.ssh_max_unauthenticated == 0
+            || self.server.ssh_penalty_failures == 0
+        {
+            return invalid(
+                "server.ssh_login_grace_secs, ssh_max_unauthenticated and ssh_penalty_failures must be > 0"
+                    .into(),
+            );
         }
         let mut seen = std::collections::HashSet::new();
         for g in &self.groups {

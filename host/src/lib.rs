@@ -1,7 +1,7 @@
 //! sallyport: an access gateway for managed network devices.
 //!
 //! It issues short-lived credentials over REST (Nodegrid open-session one-time keys, Altostrat
-//! transient accesses), will carry the SSH and Winbox connections they open, and hands every
+//! transient accesses), carries the SSH (and later Winbox) connections they open, and hands every
 //! access decision to [`policy`]. Start with [`server::Gateway::open`] and [`server::run`].
 
 pub mod api;
@@ -13,5 +13,6 @@ pub mod metrics;
 pub mod policy;
 pub mod secret;
 pub mod server;
+pub mod ssh;
 pub mod store;
 pub mod tls;

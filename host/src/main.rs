@@ -89,6 +89,19 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     drop(out);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
+        let ssh_addr = gateway.config.server.ssh_listen;
+        let ssh_listener = tokio::net::TcpListener::bind(ssh_addr)
+            .await
+            .with_context(|| format!("cannot listen on {ssh_addr}"))?;
+        println!("sallyport: ssh listening on {}", ssh_listener.local_addr()?);
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(());
+        let ssh = tokio::spawn(sallyport::ssh::serve(
+            gateway.ssh.clone(),
+            ssh_listener,
+            async move {
+                let _ = stop_rx.changed().await;
+            },
+        ));
         let addr = gateway.config.server.api_listen;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -101,7 +114,12 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         };
         println!("sallyport: api listening on {scheme}://{bound}");
         std::io::stdout().flush()?;
-        server::run(&gateway, listener, shutdown_signal()).await;
+        server::run(&gateway, listener, async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(());
+        })
+        .await;
+        let _ = ssh.await;
         anyhow::Ok(())
     })?;
     gateway.close();

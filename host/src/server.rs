@@ -44,6 +44,8 @@ pub enum StartError {
     Seal(#[from] crate::issuer::seal::SealError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Ssh(#[from] crate::ssh::SshError),
     #[error(
         "policy plugins ([[plugins]] entries) need the WebAssembly policy engine, which this build does not have yet; remove them to use the built-in rules"
     )]
@@ -56,6 +58,10 @@ pub struct Gateway {
     pub issuer: Arc<Issuer>,
     pub metrics: Arc<Metrics>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The data directory handle every later file access goes through.
+    pub data: Arc<Dir>,
+    /// The SSH forwarder; serve it with [`crate::ssh::serve`].
+    pub ssh: Arc<crate::ssh::SshService>,
     store: Arc<SqliteStore>,
 }
 
@@ -107,12 +113,20 @@ impl Gateway {
                 ticket_ttl_secs: config.server.ticket_ttl_secs,
             },
         ));
+        let data = Arc::new(data);
+        let ssh = Arc::new(crate::ssh::SshService::new(
+            issuer.clone(),
+            data.clone(),
+            &config.server,
+        )?);
         Ok((
             Self {
                 config,
                 issuer,
                 metrics,
                 tls,
+                data,
+                ssh,
                 store,
             },
             generated,

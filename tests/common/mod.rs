@@ -20,6 +20,7 @@ pub fn config(data_dir: &Path, ports: &str) -> String {
 [server]
 data_dir = "{data}"
 api_listen = "127.0.0.1:0"
+ssh_listen = "127.0.0.1:0"
 public_host = "gw.example.test"
 transient_ports = "{ports}"
 sweep_interval_ms = 100
@@ -244,4 +245,359 @@ pub fn assert_error(got: &(u16, serde_json::Value), status: u16, needle: &str) {
     assert!(got.1["error"].is_string(), "no error code: {}", got.1);
     let msg = got.1["message"].as_str().unwrap_or_default();
     assert!(msg.contains(needle), "message {msg:?} lacks {needle:?}");
+}
+
+// ---- SSH: a real OpenSSH sshd as the managed device, and the real OpenSSH clients ----
+
+/// Device user the `full` credential logs in as (by password).
+pub const FULL_USER: &str = "sp-full";
+/// Device user the `read_only` credential logs in as (by key file).
+pub const RO_USER: &str = "sp-ro";
+pub const FULL_PASSWORD: &str = "sp-full-Pw-4711";
+/// A fingerprint no key has; devices pinned to it must be refused.
+pub const WRONG_PIN: &str = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn must(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Creates the two device users (the tests run as root) and sshd's privilege-separation dir.
+pub fn ensure_device_users() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for user in [FULL_USER, RO_USER] {
+            let exists = Command::new("id")
+                .arg("-u")
+                .arg(user)
+                .output()
+                .unwrap()
+                .status
+                .success();
+            if !exists {
+                must(Command::new("useradd").args(["-m", "-s", "/bin/bash", user]));
+            }
+            // A password also unlocks the account, which sshd requires even for key logins.
+            let pw = if user == FULL_USER {
+                FULL_PASSWORD
+            } else {
+                "sp-ro-unused-Pw-0815"
+            };
+            let mut child = Command::new("chpasswd")
+                .stdin(Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            writeln!(child.stdin.take().unwrap(), "{user}:{pw}").unwrap();
+            assert!(child.wait().unwrap().success(), "chpasswd {user}");
+        }
+        std::fs::create_dir_all("/run/sshd").unwrap();
+    });
+}
+
+/// Generates an Ed25519 key pair at `path` (+ `.pub`); returns the public key line.
+pub fn keygen(path: &Path) -> String {
+    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(path.with_extension("pub"));
+    must(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "sp-test", "-f"])
+            .arg(path),
+    );
+    std::fs::read_to_string(format!("{}.pub", path.display())).unwrap()
+}
+
+/// The `SHA256:…` fingerprint of a public key file.
+pub fn fingerprint(pub_path: &Path) -> String {
+    let out = must(Command::new("ssh-keygen").arg("-lf").arg(pub_path));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string()
+}
+
+/// A real sshd on 127.0.0.1, with its own host key and config in `dir`.
+pub struct Sshd {
+    pub port: u16,
+    pub dir: PathBuf,
+    /// Fingerprint of its host key.
+    pub fingerprint: String,
+    child: Child,
+}
+
+impl Sshd {
+    /// Starts sshd on `port` (a free one if `None`) with a freshly generated host key; the
+    /// read-only device user accepts `ro_pubkey`.
+    pub fn start(dir: &Path, port: Option<u16>, ro_pubkey: &str) -> Sshd {
+        ensure_device_users();
+        std::fs::create_dir_all(dir.join("authorized_keys")).unwrap();
+        std::fs::write(dir.join("authorized_keys").join(RO_USER), ro_pubkey).unwrap();
+        let host_key = dir.join("host_ed25519_key");
+        keygen(&host_key);
+        let fingerprint = fingerprint(&host_key.with_extension("pub"));
+        let port = port.unwrap_or_else(free_port);
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {d}/sshd.pid\n\
+                 AuthorizedKeysFile {d}/authorized_keys/%u\nStrictModes no\nUsePAM no\n\
+                 PasswordAuthentication yes\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+                 PermitRootLogin no\nAcceptEnv SP_*\nSubsystem sftp internal-sftp\nMaxStartups 200\n\
+                 MaxSessions 100\nLogLevel ERROR\n",
+                hk = host_key.display(),
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("sshd.log")).unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sshd did not start: {}",
+                std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Sshd {
+            port,
+            dir: dir.to_owned(),
+            fingerprint,
+            child,
+        }
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Gateway {
+    /// The port of the main SSH listener, from the `ssh listening on` line.
+    pub fn ssh_port(&self) -> u16 {
+        self.stdout_lines
+            .iter()
+            .find_map(|l| l.split("ssh listening on ").nth(1))
+            .and_then(|a| a.trim().rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no ssh line in {:?}", self.stdout_lines))
+    }
+}
+
+/// A gateway config for SSH tests: `edge-1` pinned to the sshd's key (full by password,
+/// read-only by key file), `core-1` without `host_key` (trust on first use), `bad-1` pinned
+/// to a key the sshd does not have. Users as in [`config`]. `extra` is appended to `[server]`.
+pub fn ssh_config(data: &Path, ports: &str, sshd: &Sshd, extra: &str) -> String {
+    let device = |name: &str, id: &str, pin: Option<&str>| {
+        format!(
+            "[[devices]]\nname = \"{name}\"\nid = \"{id}\"\nssh = \"127.0.0.1:{port}\"\n{pin}\
+             credentials.full = {{ user = \"{FULL_USER}\", password = \"{FULL_PASSWORD}\" }}\n\
+             credentials.read_only = {{ user = \"{RO_USER}\", key_file = \"keys/sp-ro\" }}\n\n",
+            port = sshd.port,
+            pin = pin
+                .map(|p| format!("host_key = \"{p}\"\n"))
+                .unwrap_or_default()
+        )
+    };
+    format!(
+        r#"
+[server]
+data_dir = "{data}"
+api_listen = "127.0.0.1:0"
+ssh_listen = "127.0.0.1:0"
+public_host = "127.0.0.1"
+transient_ports = "{ports}"
+sweep_interval_ms = 100
+{extra}
+
+[[groups]]
+name = "admins"
+sudo = true
+devices = ["*"]
+access = "full"
+
+[[groups]]
+name = "ops"
+devices = ["edge-*"]
+access = "read-only"
+
+[[users]]
+name = "admin"
+password = "admin-pw"
+groups = ["admins"]
+api_keys = ["{ADMIN_KEY}"]
+
+[[users]]
+name = "alice"
+password = "alice-pw"
+groups = ["ops"]
+
+{edge}{core}{bad}"#,
+        data = data.display(),
+        edge = device("edge-1", EDGE_ID, Some(&sshd.fingerprint)),
+        core = device("core-1", CORE_ID, None),
+        bad = device(
+            "bad-1",
+            "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+            Some(WRONG_PIN)
+        ),
+    )
+}
+
+/// A real sshd as the device plus the real gateway in front of it.
+pub struct SshFixture {
+    pub tmp: tempfile::TempDir,
+    pub sshd: Sshd,
+    pub gw: Gateway,
+    pub ssh_port: u16,
+    pub ro_pubkey: String,
+}
+
+impl SshFixture {
+    pub fn start(ports: &str, extra: &str) -> SshFixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(data.join("keys")).unwrap();
+        let ro_pubkey = keygen(&data.join("keys").join("sp-ro"));
+        let sshd = Sshd::start(&tmp.path().join("sshd"), None, &ro_pubkey);
+        let path = tmp.path().join("sallyport.toml");
+        std::fs::write(&path, ssh_config(&data, ports, &sshd, extra)).unwrap();
+        let gw = Gateway::start(&path);
+        let ssh_port = gw.ssh_port();
+        SshFixture {
+            tmp,
+            sshd,
+            gw,
+            ssh_port,
+            ro_pubkey,
+        }
+    }
+
+    /// A fresh one-time key for `user` on `device`, issued by admin.
+    pub async fn otk(&self, user: &str, device: &str) -> String {
+        let c = client();
+        let ticket = login(&c, &self.gw, "admin", "admin-pw").await;
+        let (status, body) = post(
+            &c,
+            &self.gw,
+            &ticket,
+            "/api/v1/opensession",
+            serde_json::json!({"target_device": device, "user": user, "duration": 120}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        body["session_token"].as_str().unwrap().to_string()
+    }
+}
+
+/// Options every client command gets: no host-key prompts or files, no local keys tried.
+pub const SSH_OPTS: [&str; 8] = [
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
+    "-o",
+    "PubkeyAuthentication=no",
+];
+
+/// `sshpass -p PASSWORD ssh -p PORT … LOGIN@127.0.0.1 ARGS…`.
+pub fn ssh(port: u16, login: &str, password: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new("sshpass");
+    cmd.args(["-p", password, "ssh", "-p", &port.to_string()])
+        .args(SSH_OPTS)
+        .arg(format!("{login}@127.0.0.1"))
+        .args(args)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs a command with a time limit; returns (exit code, stdout, stderr).
+pub fn run_for(mut cmd: Command, limit: Duration) -> (i32, String, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let o = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut s);
+        s
+    });
+    let e = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{cmd:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (
+        status.code().unwrap_or(-1),
+        o.join().unwrap(),
+        e.join().unwrap(),
+    )
+}
+
+impl Gateway {
+    /// The log without ANSI colour codes, for matching `key=value` pairs.
+    pub fn plain_log(&self) -> String {
+        let log = self.log();
+        let mut out = String::with_capacity(log.len());
+        let mut chars = log.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
 }

@@ -6,6 +6,7 @@
 //! transaction) and announces endings on a broadcast channel so that forwarders holding live
 //! connections can cut them. It is also the redemption API the SSH and web forwarders call.
 
+mod connect;
 pub mod humanize;
 pub mod seal;
 mod sessions;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
+pub use connect::ConnectGrant;
 pub use sessions::DurationInput;
 pub use transient::NewTransient;
 
@@ -62,11 +64,19 @@ pub enum IssuerError {
     Internal(String),
 }
 
-/// An ending that live connections must react to.
+/// A change that listeners and live connections must react to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lifecycle {
-    SessionEnded { id: String },
-    TransientEnded { id: uuid::Uuid },
+    SessionEnded {
+        id: String,
+    },
+    TransientEnded {
+        id: uuid::Uuid,
+    },
+    /// A transient access was created; its per-access listener must start.
+    TransientCreated {
+        id: uuid::Uuid,
+    },
 }
 
 /// Issuer settings taken from `[server]`.
@@ -138,7 +148,8 @@ impl Issuer {
         &self.store
     }
 
-    /// Endings of sessions and accesses, for forwarders holding live connections.
+    /// Endings of sessions and accesses (and creations of accesses), for forwarders holding
+    /// live connections and per-access listeners.
     pub fn subscribe(&self) -> broadcast::Receiver<Lifecycle> {
         self.events.subscribe()
     }

@@ -155,6 +155,9 @@ impl Issuer {
             .issued
             .get_or_create(&Metrics::kind("transient"))
             .inc();
+        let _ = self
+            .events
+            .send(Lifecycle::TransientCreated { id: created.id });
         Ok(created)
     }
 

@@ -1,0 +1,174 @@
+//! Connect-time decisions for the forwarders (SSH now, Winbox and the web console later).
+//!
+//! Before a one-time key is consumed, or a transient access's password accepted, the `source`
+//! and `authorize` hooks decide with the peer address (action `connect`). A refusal is always
+//! the same [`IssuerError::Refused`] towards the client, so a prober learns nothing about which
+//! check failed; the audit row carries the real reason.
+
+use std::net::IpAddr;
+
+use super::{Issuer, IssuerError, token};
+use crate::audit::{self, now_ms};
+use crate::config::AccessLevel;
+use crate::policy::{Action, Protocol, Request, Verdict};
+use crate::secret::Secret;
+use crate::store::{AuditEvent, TransientAccess, TransientKind};
+
+/// What the connect-time policies allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectGrant {
+    /// The most the connection may use; the caller takes the lower of this and what the
+    /// session or access was issued with.
+    pub access: Option<AccessLevel>,
+    /// Obligations the policies attached (e.g. allowing forwarding); the caller enforces them.
+    pub obligations: Vec<String>,
+}
+
+impl ConnectGrant {
+    /// `level` capped by the grant.
+    pub fn cap(&self, level: AccessLevel) -> AccessLevel {
+        self.access.map_or(level, |max| level.min(max))
+    }
+}
+
+impl Issuer {
+    /// Asks the `source` then the `authorize` hook whether `user` may connect to `device` over
+    /// `protocol` from `source`. Called before a one-time key is redeemed, so a denied
+    /// connection does not burn the key. The request asks for `read-only`, the least a
+    /// connection needs; the grant's level caps the session's.
+    pub async fn authorize_connect(
+        &self,
+        user: &str,
+        device: &str,
+        protocol: Protocol,
+        source: IpAddr,
+    ) -> Result<ConnectGrant, IssuerError> {
+        let src = source.to_string();
+        let (Some(u), Some(d)) = (self.directory.user(user), self.directory.device(device)) else {
+            return Err(self
+                .refuse(user, device, &src, "unknown user or device".into())
+                .await);
+        };
+        let mut req = self.request(Action::Connect, u, u, d, protocol);
+        req.access = AccessLevel::ReadOnly;
+        req.source = Some(src.clone());
+        self.decide_connect(&req, user, device, &src).await
+    }
+
+    /// Checks a transient access's username and password on the port it was allocated, then
+    /// asks the `source` hook (with the access's `allow_only_cidr` / `allow_rfc1918`) and the
+    /// `authorize` hook (for the user who created it). Returns the access and the grant.
+    pub async fn connect_transient(
+        &self,
+        username: &str,
+        password: &Secret<String>,
+        port: u16,
+        kind: TransientKind,
+        source: IpAddr,
+    ) -> Result<(TransientAccess, ConnectGrant), IssuerError> {
+        let src = source.to_string();
+        let now = now_ms();
+        let found = self.store.transient_by_username(username).await?;
+        let hash = token::hash(password.expose());
+        let access = match found {
+            Some(a)
+                if token::hashes_equal(&a.password_hash, &hash)
+                    && a.port == port
+                    && a.kind == kind
+                    && !a.expired
+                    && a.expires_at > now =>
+            {
+                a
+            }
+            _ => {
+                return Err(self
+                    .refuse(
+                        username,
+                        "-",
+                        &src,
+                        "unknown access or wrong password, port or type".into(),
+                    )
+                    .await);
+            }
+        };
+        let (Some(creator), Some(device)) = (
+            self.directory.user(&access.created_by),
+            self.directory.device(&access.device),
+        ) else {
+            return Err(self
+                .refuse(
+                    username,
+                    &access.device,
+                    &src,
+                    "the access's creator or device no longer exists".into(),
+                )
+                .await);
+        };
+        let protocol = match kind {
+            TransientKind::Ssh => Protocol::Ssh,
+            TransientKind::Winbox => Protocol::Winbox,
+        };
+        let mut req = self.request(Action::Connect, creator, creator, device, protocol);
+        req.access = if access.full_access {
+            AccessLevel::Full
+        } else {
+            AccessLevel::ReadOnly
+        };
+        req.ttl_seconds =
+            u32::try_from((access.expires_at - now).max(0) / 1000).unwrap_or(u32::MAX);
+        req.source = Some(src.clone());
+        req.allow_only_cidr = access.allow_only_cidr.clone();
+        req.allow_rfc1918 = access.allow_rfc1918;
+        let grant = self
+            .decide_connect(&req, username, &access.device, &src)
+            .await?;
+        Ok((access, grant))
+    }
+
+    async fn decide_connect(
+        &self,
+        req: &Request,
+        user: &str,
+        device: &str,
+        src: &str,
+    ) -> Result<ConnectGrant, IssuerError> {
+        if let Verdict::Deny { policy, reason } = self.policy.source(req) {
+            self.metrics.deny("connect", "source");
+            return Err(self
+                .refuse(user, device, src, format!("source ({policy}): {reason}"))
+                .await);
+        }
+        match self.policy.authorize(req) {
+            Verdict::Allow(g) => Ok(ConnectGrant {
+                access: g.access,
+                obligations: g.obligations,
+            }),
+            Verdict::Deny { policy, reason } => {
+                self.metrics.deny("connect", "authorize");
+                Err(self
+                    .refuse(user, device, src, format!("authorize ({policy}): {reason}"))
+                    .await)
+            }
+        }
+    }
+
+    /// Audits a refused connection and returns the one error every refusal gives.
+    async fn refuse(&self, user: &str, device: &str, src: &str, reason: String) -> IssuerError {
+        let e = AuditEvent {
+            subject: Some(user.into()),
+            device: Some(device.into()),
+            reason: Some(reason),
+            source: Some(src.into()),
+            ..audit::event(now_ms(), "connect.refused", Some(user), "deny")
+        };
+        match self.record(e).await {
+            Ok(()) => IssuerError::Refused,
+            Err(e) => e,
+        }
+    }
+
+    /// Writes a forwarder's own audit event (login, session start and end, host keys).
+    pub async fn audit_event(&self, e: AuditEvent) -> Result<(), IssuerError> {
+        self.record(e).await
+    }
+}

@@ -1,0 +1,188 @@
+//! The SSH forwarder: users log in to the gateway (`ssh <user>:<device>@gateway` with a
+//! one-time key, or `ssh -p <port> <username>@gateway` for a transient access), and the gateway
+//! logs in to the device with the device's stored credentials and bridges the two.
+//!
+//! - [`server`]: the gateway-facing half (russh server): accept loops, abuse limits, login.
+//! - [`client`]: the device-facing half (russh client): host-key verification and credential
+//!   injection.
+//! - [`bridge`]: one user channel ↔ one device channel, requests and data.
+//! - [`live`]: live connections by session or access, so endings cut them.
+//! - [`transient`]: one listener per live transient access of type `ssh`.
+//! - [`limits`]: per-source penalties and the unauthenticated-connection cap.
+//!
+//! Every access decision goes through the issuer, which asks `policy`; nothing here decides.
+
+mod bridge;
+mod client;
+mod hostkey;
+mod limits;
+mod live;
+mod server;
+mod transient;
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cap_std::fs::Dir;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+
+use crate::config::ServerConfig;
+use crate::issuer::{Issuer, Lifecycle};
+
+pub use hostkey::HOST_KEY_FILE;
+
+/// What can go wrong in the SSH forwarder.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("SSH protocol error: {0}")]
+    Protocol(#[from] russh::Error),
+    #[error("SSH key error: {0}")]
+    Key(#[from] russh::keys::Error),
+    #[error("SSH host key {HOST_KEY_FILE} in the data directory: {0}")]
+    HostKey(String),
+    #[error(transparent)]
+    Issuer(#[from] crate::issuer::IssuerError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Settings taken from `[server]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// Address the per-access listeners bind to (the IP of `ssh_listen`).
+    pub bind_ip: IpAddr,
+    pub login_grace: Duration,
+}
+
+/// The SSH forwarder's shared state: one per gateway.
+pub struct SshService {
+    issuer: Arc<Issuer>,
+    data: Arc<Dir>,
+    server_config: Arc<russh::server::Config>,
+    client_config: Arc<russh::client::Config>,
+    limits: limits::Limits,
+    live: live::Live,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for SshService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshService")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SshService {
+    /// Loads (or generates, on first start) the gateway's host key from the data directory.
+    pub fn new(issuer: Arc<Issuer>, data: Arc<Dir>, cfg: &ServerConfig) -> Result<Self, SshError> {
+        let key = hostkey::load_or_generate(&data)?;
+        let server_config = server::config(key);
+        let client_config = client::config();
+        Ok(Self {
+            issuer,
+            data,
+            server_config: Arc::new(server_config),
+            client_config: Arc::new(client_config),
+            limits: limits::Limits::new(limits::LimitConfig {
+                max_unauthenticated: cfg.ssh_max_unauthenticated,
+                penalty_failures: cfg.ssh_penalty_failures,
+                penalty: Duration::from_secs(cfg.ssh_penalty_secs),
+            }),
+            live: live::Live::default(),
+            settings: Settings {
+                bind_ip: cfg.ssh_listen.ip(),
+                login_grace: Duration::from_secs(cfg.ssh_login_grace_secs),
+            },
+        })
+    }
+
+    /// The SHA256 fingerprint of the gateway's host key, as OpenSSH prints it.
+    pub fn host_key_fingerprint(&self) -> String {
+        self.server_config
+            .keys
+            .first()
+            .map(|k| {
+                k.public_key()
+                    .fingerprint(russh::keys::HashAlg::Sha256)
+                    .to_string()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Serves SSH on `listener` and on the per-access ports of live transient accesses, cuts
+/// connections whose session or access ends, until `shutdown` resolves; then disconnects every
+/// connection with a message and waits up to 5 s for them to close.
+pub async fn serve(
+    service: Arc<SshService>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Subscribe before restoring listeners, so an access created meanwhile is not missed.
+    let events = service.issuer.subscribe();
+    let transients = Arc::new(transient::Transients::new(service.clone(), stop_rx.clone()));
+    transients.sync().await;
+    let watcher = tokio::spawn(watch_lifecycle(
+        service.clone(),
+        transients.clone(),
+        events,
+        stop_rx.clone(),
+    ));
+    let accepting = server::accept_loop(
+        service.clone(),
+        listener,
+        server::Entry::OpenSession,
+        stop_rx.clone(),
+    );
+    tokio::pin!(shutdown);
+    tokio::select! {
+        _ = &mut shutdown => {}
+        _ = accepting => {}
+    }
+    let _ = stop_tx.send(true);
+    transients.close_all();
+    let _ = watcher.await;
+    service.live.wait_idle(Duration::from_secs(5)).await;
+}
+
+/// Reacts to the issuer's lifecycle events: cut connections of ended sessions and accesses,
+/// start and stop per-access listeners.
+async fn watch_lifecycle(
+    service: Arc<SshService>,
+    transients: Arc<transient::Transients>,
+    mut events: broadcast::Receiver<Lifecycle>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let event = tokio::select! {
+            _ = stop.changed() => return,
+            e = events.recv() => e,
+        };
+        match event {
+            Ok(Lifecycle::SessionEnded { id }) => service.live.cut(
+                &live::LiveKey::Session(id),
+                "sallyport: the session was terminated",
+            ),
+            Ok(Lifecycle::TransientEnded { id }) => {
+                transients.close(id);
+                service.live.cut(
+                    &live::LiveKey::Transient(id),
+                    "sallyport: the transient access was revoked or has expired",
+                );
+            }
+            Ok(Lifecycle::TransientCreated { .. }) => transients.sync().await,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                // Events were lost: rebuild from the store, which is the truth.
+                tracing::warn!(missed = n, "lifecycle events lagged; resynchronising");
+                transients.sync().await;
+                service.live.recheck(&service.issuer).await;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}

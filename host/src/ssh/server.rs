@@ -1,0 +1,628 @@
+//! The user-facing half: accept loops with abuse limits, the login (one-time key as
+//! `<user>:<device>` or `<user>#<device>`, or a transient access's username and password, by
+//! password or keyboard-interactive), and one russh handler per connection that opens the
+//! device side and bridges channels. Forwarding of TCP ports, agents and X11 is refused.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::keys::PrivateKey;
+use russh::server::{self, Auth, Msg, Session};
+use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet, Pty};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::bridge::{Bridge, DeviceRequest};
+use super::client::{self, DeviceLink};
+use super::limits::Refusal;
+use super::live::{Conn, Identity, LiveKey};
+use super::{SshError, SshService};
+use crate::audit::{self, now_ms};
+use crate::config::AccessLevel;
+use crate::issuer::IssuerError;
+use crate::policy::Protocol;
+use crate::secret::Secret;
+use crate::store::{AuditEvent, TransientKind};
+
+/// The prompt of keyboard-interactive logins; contains "assword" so `sshpass` answers it.
+const PROMPT: &str = "Password (one-time key): ";
+/// How long a disconnected client gets to close its side before the task stops waiting.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Which kind of listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// The main `ssh_listen` port: `<user>:<device>` with a one-time key.
+    OpenSession,
+    /// A transient access's own port.
+    Transient { port: u16 },
+}
+
+/// The russh server configuration: our host key, password and keyboard-interactive only.
+pub fn config(key: PrivateKey) -> server::Config {
+    let mut methods = MethodSet::empty();
+    methods.push(MethodKind::KeyboardInteractive);
+    methods.push(MethodKind::Password);
+    server::Config {
+        server_id: russh::SshId::Standard(Cow::Borrowed("SSH-2.0-sallyport")),
+        methods,
+        keys: vec![key],
+        auth_rejection_time: Duration::from_millis(500),
+        // The "none" probe every OpenSSH client starts with is not a guess; answer it at once.
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        // Idle-but-alive clients answer keepalives; dead ones are dropped within ~90 s.
+        inactivity_timeout: Some(Duration::from_secs(120)),
+        keepalive_interval: Some(Duration::from_secs(30)),
+        keepalive_max: 3,
+        max_auth_attempts: 6,
+        nodelay: true,
+        channel_buffer_size: 256,
+        ..server::Config::default()
+    }
+}
+
+/// Accepts connections on `listener` until `stop` turns true.
+pub async fn accept_loop(
+    service: Arc<SshService>,
+    listener: TcpListener,
+    entry: Entry,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SSH accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let guard = match service.limits.admit(peer.ip()) {
+            Ok(g) => g,
+            Err(why) => {
+                // Not audited row by row: a flood must not become a flood of writes.
+                match why {
+                    Refusal::Penalised { remaining } => tracing::info!(
+                        target: "audit", event = "ssh.refused_penalised", source = %peer.ip(),
+                        remaining_secs = remaining.as_secs(), "connection refused"
+                    ),
+                    Refusal::TooManyUnauthenticated => tracing::warn!(
+                        target: "audit", event = "ssh.refused_busy", source = %peer.ip(),
+                        "too many unauthenticated connections"
+                    ),
+                }
+                drop(stream);
+                continue;
+            }
+        };
+        let conn = Arc::new(Conn::new(peer, guard));
+        let token = service.live.task_token();
+        tokio::spawn(run_conn(
+            service.clone(),
+            stream,
+            conn,
+            entry,
+            stop.clone(),
+            token,
+        ));
+    }
+}
+
+/// One connection from accept to close.
+async fn run_conn(
+    service: Arc<SshService>,
+    stream: TcpStream,
+    conn: Arc<Conn>,
+    entry: Entry,
+    mut stop: watch::Receiver<bool>,
+    _token: Arc<()>,
+) {
+    let grace = tokio::time::sleep(service.settings.login_grace);
+    tokio::pin!(grace);
+    let handler = Gate {
+        service: service.clone(),
+        conn: conn.clone(),
+        entry,
+        device: None,
+        device_error: None,
+        channels: std::collections::HashMap::new(),
+        closed: Vec::new(),
+    };
+    let config = service.server_config.clone();
+    let mut session = tokio::select! {
+        s = server::run_stream(config, stream, handler) => match s {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(peer = %conn.peer, error = %e, "SSH handshake failed");
+                return;
+            }
+        },
+        _ = &mut grace => return,
+    };
+    let handle = session.handle();
+    let mut cut = conn.subscribe_cut();
+    let reason = loop {
+        tokio::select! {
+            r = &mut session => {
+                if let Err(e) = r {
+                    tracing::debug!(peer = %conn.peer, error = %e, "SSH connection ended with an error");
+                }
+                break None;
+            }
+            _ = &mut grace, if !conn.is_authenticated() => {
+                break Some("sallyport: login grace time exceeded".to_string());
+            }
+            changed = cut.changed() => {
+                let message = cut.borrow_and_update().clone();
+                if changed.is_err() || message.is_some() {
+                    break message;
+                }
+            }
+            _ = stop.changed() => break Some("sallyport: the gateway is shutting down".to_string()),
+        }
+    };
+    if let Some(message) = &reason {
+        // Tell the user on every open channel's stderr, then at the protocol level.
+        let line = format!("\r\n{message}\r\n");
+        for id in conn.channels() {
+            let _ = handle.extended_data(id, 1, line.clone().into_bytes()).await;
+        }
+        let _ = handle
+            .disconnect(Disconnect::ByApplication, message.clone(), "en".into())
+            .await;
+    }
+    if let Some(device) = conn.take_device() {
+        let _ = device
+            .disconnect(Disconnect::ByApplication, "session ended", "en")
+            .await;
+    }
+    if reason.is_some() {
+        let _ = tokio::time::timeout(CLOSE_GRACE, &mut session).await;
+    }
+    if let Some(id) = conn.identity() {
+        let e = AuditEvent {
+            subject: Some(id.user.clone()),
+            device: Some(id.device.clone()),
+            object: Some(id.object()),
+            source: Some(conn.peer.ip().to_string()),
+            reason: Some(format!(
+                "{}bytes user->device {}, device->user {}",
+                reason.map(|r| format!("{r}; ")).unwrap_or_default(),
+                conn.up.load(std::sync::atomic::Ordering::Relaxed),
+                conn.down.load(std::sync::atomic::Ordering::Relaxed)
+            )),
+            ..audit::event(now_ms(), "ssh.session.end", Some(&id.user), "ok")
+        };
+        if let Err(err) = service.issuer.audit_event(e).await {
+            tracing::error!(error = %err, "cannot write the SSH session-end audit row");
+        }
+    }
+}
+
+/// Where a successful login leads.
+struct Target {
+    identity: Identity,
+    level: AccessLevel,
+}
+
+/// The russh handler of one connection.
+struct Gate {
+    service: Arc<SshService>,
+    conn: Arc<Conn>,
+    entry: Entry,
+    device: Option<Arc<DeviceLink>>,
+    /// Set when login succeeded but the device could not be reached; said at disconnect.
+    device_error: Option<String>,
+    channels: std::collections::HashMap<ChannelId, Bridge>,
+    /// Pumps of channels the user closed, still draining.
+    closed: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        for bridge in std::mem::take(&mut self.channels).into_values() {
+            for p in bridge.into_pumps() {
+                p.abort();
+            }
+        }
+        for p in &self.closed {
+            p.abort();
+        }
+    }
+}
+
+fn reject() -> Auth {
+    let mut methods = MethodSet::empty();
+    methods.push(MethodKind::KeyboardInteractive);
+    methods.push(MethodKind::Password);
+    Auth::Reject {
+        proceed_with_methods: Some(methods),
+        partial_success: false,
+    }
+}
+
+impl Gate {
+    fn peer(&self) -> SocketAddr {
+        self.conn.peer
+    }
+
+    /// Checks the credentials; on success connects to the device and registers the connection.
+    async fn login(&mut self, login: &str, password: Secret<String>) -> Result<Auth, SshError> {
+        if self.conn.is_authenticated() {
+            return Ok(reject());
+        }
+        let ip = self.peer().ip();
+        let target = match self.entry {
+            Entry::OpenSession => self.check_otk(login, &password).await,
+            Entry::Transient { port } => self.check_transient(login, &password, port).await,
+        };
+        let target = match target {
+            Ok(t) => t,
+            Err(IssuerError::Refused) => {
+                if let Some(penalty) = self.service.limits.failure(ip) {
+                    let e = AuditEvent {
+                        source: Some(ip.to_string()),
+                        reason: Some(format!(
+                            "refused for {} s after failed logins",
+                            penalty.as_secs()
+                        )),
+                        ..audit::event(now_ms(), "ssh.source_penalised", None, "deny")
+                    };
+                    self.service.issuer.audit_event(e).await?;
+                }
+                return Ok(reject());
+            }
+            Err(other) => {
+                tracing::error!(error = %other, "SSH login failed internally");
+                return Ok(reject());
+            }
+        };
+        let id = &target.identity;
+        let login_event = AuditEvent {
+            subject: Some(id.user.clone()),
+            device: Some(id.device.clone()),
+            object: Some(id.object()),
+            source: Some(ip.to_string()),
+            reason: Some(format!("access {:?}", target.level)),
+            ..audit::event(now_ms(), "ssh.login", Some(&id.user), "allow")
+        };
+        self.service.issuer.audit_event(login_event).await?;
+        let device = self.service.issuer.directory().device(&id.device).cloned();
+        let link = match device {
+            None => Err(format!("device {:?} is not configured", id.device)),
+            Some(d) => client::connect(&self.service, &d, target.level, &id.user, &ip.to_string())
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        match link {
+            Ok(link) => self.device = Some(Arc::new(link)),
+            Err(message) => {
+                let e = AuditEvent {
+                    subject: Some(id.user.clone()),
+                    device: Some(id.device.clone()),
+                    object: Some(id.object()),
+                    source: Some(ip.to_string()),
+                    reason: Some(message.clone()),
+                    ..audit::event(now_ms(), "ssh.device_refused", Some(&id.user), "deny")
+                };
+                self.service.issuer.audit_event(e).await?;
+                self.device_error = Some(format!("sallyport: {message}"));
+            }
+        }
+        self.conn
+            .authenticated(target.identity.clone(), self.device.clone());
+        self.service
+            .live
+            .register(&self.conn, &self.service.issuer)
+            .await;
+        Ok(Auth::Accept)
+    }
+
+    async fn check_otk(&self, login: &str, otk: &Secret<String>) -> Result<Target, IssuerError> {
+        let ip = self.peer().ip();
+        let issuer = &self.service.issuer;
+        let Some((user, device)) = login.split_once([':', '#']) else {
+            // Same refusal as every other cause; the audit row says why.
+            let e = AuditEvent {
+                subject: Some(login.into()),
+                reason: Some("login is not <user>:<device> or <user>#<device>".into()),
+                source: Some(ip.to_string()),
+                ..audit::event(now_ms(), "connect.refused", Some(login), "deny")
+            };
+            issuer.audit_event(e).await?;
+            return Err(IssuerError::Refused);
+        };
+        let grant = issuer
+            .authorize_connect(user, device, Protocol::Ssh, ip)
+            .await?;
+        let session = issuer
+            .redeem(otk, user, device, Some(ip.to_string()))
+            .await?;
+        Ok(Target {
+            level: grant.cap(session.access),
+            identity: Identity {
+                key: LiveKey::Session(session.id),
+                user: session.user,
+                device: session.device,
+            },
+        })
+    }
+
+    async fn check_transient(
+        &self,
+        username: &str,
+        password: &Secret<String>,
+        port: u16,
+    ) -> Result<Target, IssuerError> {
+        let (access, grant) = self
+            .service
+            .issuer
+            .connect_transient(
+                username,
+                password,
+                port,
+                TransientKind::Ssh,
+                self.peer().ip(),
+            )
+            .await?;
+        let level = if access.full_access {
+            AccessLevel::Full
+        } else {
+            AccessLevel::ReadOnly
+        };
+        Ok(Target {
+            level: grant.cap(level),
+            identity: Identity {
+                key: LiveKey::Transient(access.id),
+                user: access.username,
+                device: access.device,
+            },
+        })
+    }
+
+    /// Forwards a request to the device and answers the user with the device's verdict.
+    async fn forward(
+        &mut self,
+        channel: ChannelId,
+        req: DeviceRequest,
+        session: &mut Session,
+    ) -> Result<(), SshError> {
+        let ok = match self.channels.get_mut(&channel) {
+            Some(bridge) => bridge.request(req).await,
+            None => false,
+        };
+        if ok {
+            session.channel_success(channel)?;
+        } else {
+            session.channel_failure(channel)?;
+        }
+        Ok(())
+    }
+
+    fn refused_forwarding(&self, what: &str) {
+        tracing::info!(
+            target: "audit", event = "ssh.forwarding_refused", what,
+            source = %self.peer().ip(),
+            user = self.conn.identity().map_or("-", |i| i.user.as_str()),
+        );
+    }
+}
+
+impl server::Handler for Gate {
+    type Error = SshError;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, SshError> {
+        Ok(reject())
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, SshError> {
+        self.login(user, Secret::new(password.to_string())).await
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        response: Option<server::Response<'a>>,
+    ) -> Result<Auth, SshError> {
+        let Some(mut response) = response else {
+            return Ok(Auth::Partial {
+                name: Cow::Borrowed(""),
+                instructions: Cow::Borrowed(""),
+                prompts: Cow::Owned(vec![(Cow::Borrowed(PROMPT), false)]),
+            });
+        };
+        match response.next() {
+            Some(answer) => {
+                let password = Secret::new(String::from_utf8_lossy(&answer).into_owned());
+                self.login(user, password).await
+            }
+            None => Ok(reject()),
+        }
+    }
+
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), SshError> {
+        if let Some(message) = self.device_error.take() {
+            session.disconnect(Disconnect::ByApplication, &message, "en")?;
+        }
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: server::ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), SshError> {
+        let Some(device) = self.device.clone() else {
+            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            return Ok(());
+        };
+        match device.channel_open_session().await {
+            Ok(device_channel) => {
+                reply.accept().await;
+                let id = channel.id();
+                let bridge =
+                    Bridge::start(channel, device_channel, session.handle(), self.conn.clone());
+                self.channels.insert(id, bridge);
+                self.conn.add_channel(id);
+                if let Some(identity) = self.conn.identity() {
+                    audit::trace(&AuditEvent {
+                        subject: Some(identity.user.clone()),
+                        device: Some(identity.device.clone()),
+                        object: Some(identity.object()),
+                        source: Some(self.peer().ip().to_string()),
+                        ..audit::event(now_ms(), "ssh.session.start", Some(&identity.user), "ok")
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "device refused a session channel");
+                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), SshError> {
+        // The up pump may still be delivering data queued before the close: let the pumps
+        // finish on their own, keeping their handles only to abort them at connection end.
+        if let Some(bridge) = self.channels.remove(&channel) {
+            self.closed.retain(|p| !p.is_finished());
+            self.closed.extend(bridge.into_pumps());
+        }
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        term: &str,
+        cols: u32,
+        rows: u32,
+        pix_width: u32,
+        pix_height: u32,
+        modes: &[(Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), SshError> {
+        let req = DeviceRequest::Pty {
+            term: term.to_string(),
+            cols,
+            rows,
+            pix_width,
+            pix_height,
+            modes: modes.to_vec(),
+        };
+        self.forward(channel, req, session).await
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        value: &str,
+        session: &mut Session,
+    ) -> Result<(), SshError> {
+        let req = DeviceRequest::Env {
+            name: name.to_string(),
+            value: value.to_string(),
+        };
+        self.forward(channel, req, session).await
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), SshError> {
+        self.forward(channel, DeviceRequest::Shell, session).await
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), SshError> {
+        self.forward(channel, DeviceRequest::Exec(data.to_vec()), session)
+            .await
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), SshError> {
+        self.forward(channel, DeviceRequest::Subsystem(name.to_string()), session)
+            .await
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _protocol: &str,
+        _cookie: &str,
+        _screen: u32,
+        session: &mut Session,
+    ) -> Result<(), SshError> {
+        self.refused_forwarding("x11");
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, SshError> {
+        self.refused_forwarding("agent");
+        Ok(false)
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        _host: &str,
+        _port: u32,
+        _originator: &str,
+        _originator_port: u32,
+        reply: server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), SshError> {
+        self.refused_forwarding("direct-tcpip");
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        _address: &str,
+        _port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, SshError> {
+        self.refused_forwarding("tcpip-forward");
+        Ok(false)
+    }
+
+    async fn streamlocal_forward(
+        &mut self,
+        _path: &str,
+        _session: &mut Session,
+    ) -> Result<bool, SshError> {
+        self.refused_forwarding("streamlocal-forward");
+        Ok(false)
+    }
+}
