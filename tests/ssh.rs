@@ -116,3 +116,315 @@ async fn host_keys_pinned_and_trusted_on_first_use() {
         "{log}"
     );
 }
+
+fn sha256(path: &std::path::Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
+}
+
+/// `sshpass -p KEY <tool> …` with the common options and the gateway's port flag.
+fn tool(password: &str, program: &str, port_flag: &str, port: u16) -> Command {
+    let mut cmd = Command::new("sshpass");
+    cmd.args(["-p", password, program, port_flag, &port.to_string()])
+        .args(SSH_OPTS)
+        .stdin(Stdio::null());
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scp_sftp_and_rsync_through_the_gateway() {
+    let f = SshFixture::start("47030-47039", "");
+    let local = f.tmp.path().join("big.bin");
+    let mut data = vec![0u8; 50 * 1024 * 1024];
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(&local, &data).unwrap();
+    let remote = format!("sp-test-{}.bin", std::process::id());
+
+    // scp up and back down: 50 MB, equal checksums.
+    let started = Instant::now();
+    let mut up = tool(&f.otk("admin", "edge-1").await, "scp", "-P", f.ssh_port);
+    up.arg(&local).arg(format!("admin#edge-1@127.0.0.1:{remote}"));
+    let (code, _, err) = run_for(up, T);
+    assert_eq!(code, 0, "scp up: {err}");
+    let back = f.tmp.path().join("back.bin");
+    let mut down = tool(&f.otk("admin", "edge-1").await, "scp", "-P", f.ssh_port);
+    // scp checks user names in the source argument and rejects `#`; `-o User=` passes it.
+    down.args(["-o", "User=admin#edge-1"]).arg(format!("127.0.0.1:{remote}")).arg(&back);
+    let (code, _, err) = run_for(down, T);
+    assert_eq!(code, 0, "scp down: {err}");
+    assert_eq!(sha256(&back), sha256(&local));
+    eprintln!("scp 2 x 50 MB round trip: {:?}", started.elapsed());
+
+    // sftp put and get in one batch.
+    let batch = f.tmp.path().join("batch");
+    let got = f.tmp.path().join("sftp-got.bin");
+    std::fs::write(
+        &batch,
+        format!("put {} {remote}.sftp\nget {remote}.sftp {}\nrm {remote}.sftp\n", back.display(), got.display()),
+    )
+    .unwrap();
+    let mut sftp = tool(&f.otk("admin", "edge-1").await, "sftp", "-P", f.ssh_port);
+    // Commands on stdin rather than `-b`, which would forbid password prompts (BatchMode).
+    sftp.arg("admin#edge-1@127.0.0.1").stdin(std::fs::File::open(&batch).unwrap());
+    let (code, _, err) = run_for(sftp, T);
+    assert_eq!(code, 0, "sftp: {err}");
+    assert_eq!(sha256(&got), sha256(&local));
+
+    // rsync -e ssh: a tree with a changed file syncs to the device and back.
+    let tree = f.tmp.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("a.txt"), "alpha\n").unwrap();
+    std::fs::write(tree.join("sub/b.txt"), "beta\n").unwrap();
+    let e = format!("ssh -p {} {}", f.ssh_port, SSH_OPTS.join(" "));
+    let mut rsync = Command::new("sshpass");
+    rsync
+        .args(["-p", &f.otk("admin", "edge-1").await, "rsync", "-a", "-e", &e])
+        .arg(format!("{}/", tree.display()))
+        .arg(format!("admin#edge-1@127.0.0.1:{remote}.tree/"))
+        .stdin(Stdio::null());
+    let (code, _, err) = run_for(rsync, T);
+    assert_eq!(code, 0, "rsync up: {err}");
+    let (code, out, _) = run_for(
+        ssh(f.ssh_port, "admin:edge-1", &f.otk("admin", "edge-1").await, &[&format!(
+            "cat {remote}.tree/sub/b.txt; rm -rf {remote} {remote}.tree"
+        )]),
+        T,
+    );
+    assert_eq!((code, out.as_str()), (0, "beta\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn interactive_shell_with_pty_env_and_window_size() {
+    let f = SshFixture::start("47040-47049", "");
+    let otk = f.otk("admin", "edge-1").await;
+    let mut cmd = Command::new("sshpass");
+    cmd.args(["-p", &otk, "ssh", "-tt", "-p", &f.ssh_port.to_string()])
+        .args(SSH_OPTS)
+        .args(["-o", "SendEnv=SP_*"])
+        .env("SP_GREETING", "hola")
+        .arg("admin:edge-1@127.0.0.1")
+        .stdin(Stdio::piped());
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "tty; echo \"env=$SP_GREETING\"; stty size; exit 7").unwrap();
+    }
+    let deadline = Instant::now() + T;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "shell did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    assert_eq!(status.code(), Some(7), "{out}");
+    assert!(out.contains("/dev/pts/"), "{out}");
+    assert!(out.contains("env=hola"), "{out}");
+}
+
+/// Waits until `cmd` (already spawned) has been running on the device, i.e. the session shows
+/// `initiated`, and returns its session id.
+async fn initiated_session(f: &SshFixture, ticket: &str) -> String {
+    let c = client();
+    for _ in 0..200 {
+        let (_, list) = get(&c, &f.gw, ticket, "/api/v1/tracking/opensessions").await;
+        if let Some(s) = list.as_array().unwrap().iter().find(|s| s["state"] == "initiated") {
+            return s["id"].as_str().unwrap().to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no session was initiated");
+}
+
+fn device_process_running(pattern: &str) -> bool {
+    Command::new("pgrep").args(["-u", FULL_USER, "-f", pattern]).output().unwrap().status.success()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn terminate_cuts_a_running_command_within_a_second() {
+    let f = SshFixture::start("47050-47059", "");
+    let c = client();
+    let ticket = login(&c, &f.gw, "admin", "admin-pw").await;
+    let otk = f.otk("admin", "edge-1").await;
+    let mut child = ssh(f.ssh_port, "admin:edge-1", &otk, &["echo started; exec sleep 61"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = initiated_session(&f, &ticket).await;
+    // Let the command start on the device.
+    let mut started = false;
+    for _ in 0..200 {
+        if device_process_running("^sleep 61") {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(started, "sleep never started on the device");
+    let (status, body) = post(&c, &f.gw, &ticket, "/api/v1/tracking/opensessions/terminate", json!({"sessions": id})).await;
+    assert_eq!(status, 200, "{body}");
+    let cut_at = Instant::now();
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(cut_at.elapsed() < Duration::from_secs(5), "not cut");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let elapsed = cut_at.elapsed();
+    assert!(elapsed <= Duration::from_secs(1), "cut after {elapsed:?}");
+    assert_ne!(code, Some(0));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("terminated"), "{err:?}");
+    // The device side is gone too.
+    let mut gone = false;
+    for _ in 0..100 {
+        if !device_process_running("^sleep 61") {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "sleep still running on the device");
+    assert!(f.gw.plain_log().contains("the session was terminated"));
+}
+
+async fn create_transient(f: &SshFixture, ticket: &str, cidr: &str) -> serde_json::Value {
+    let (status, body) = post(
+        &client(),
+        &f.gw,
+        ticket,
+        &format!("/control-plane/{EDGE_ID}/transient-accesses"),
+        json!({"expire_after_minutes": 15, "type": "ssh", "full_access": true, "allow_rfc1918": true, "allow_only_cidr": cidr}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transient_ssh_access_on_its_own_port_source_limited_and_revocable() {
+    let f = SshFixture::start("47060-47069", "");
+    let c = client();
+    let ticket = login(&c, &f.gw, "admin", "admin-pw").await;
+    let a = create_transient(&f, &ticket, "127.0.0.1/32").await;
+    let (user, pass, port) = (a["username"].as_str().unwrap(), a["password"].as_str().unwrap(), a["port"].as_u64().unwrap() as u16);
+
+    let (code, out, err) = run_for(ssh(port, user, pass, &["whoami"]), T);
+    assert_eq!((code, out.trim()), (0, FULL_USER), "{err}\n{}", f.gw.plain_log());
+    // Reusable until it ends, unlike a one-time key.
+    let (code, _, _) = run_for(ssh(port, user, pass, &["true"]), T);
+    assert_eq!(code, 0);
+    // Wrong password, and the right one from outside allow_only_cidr: refused.
+    let (code, _, _) = run_for(ssh(port, user, "wrong", &["true"]), T);
+    assert_eq!(code, 5);
+    let mut outside_cmd = Command::new("sshpass");
+    outside_cmd
+        .args(["-p", pass, "ssh", "-b", "127.0.0.2", "-p", &port.to_string()])
+        .args(SSH_OPTS)
+        .arg(format!("{user}@127.0.0.1"))
+        .arg("echo inside")
+        .stdin(Stdio::null());
+    let (code, out, _) = run_for(outside_cmd, T);
+    assert_eq!(code, 5, "{out}");
+    assert!(!out.contains("inside"));
+    let log = f.gw.plain_log();
+    assert!(log.contains("outside allow_only_cidr"), "{log}");
+    // The access's credentials do not work on the main port.
+    let (code, _, _) = run_for(ssh(f.ssh_port, user, pass, &["true"]), T);
+    assert_eq!(code, 5);
+
+    // Revoke cuts a running command within a second and closes the port.
+    let mut child = ssh(port, user, pass, &["exec sleep 62"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut started = false;
+    for _ in 0..200 {
+        if device_process_running("^sleep 62") {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(started);
+    let r = c
+        .delete(f.gw.url(&format!("/sites/{EDGE_ID}/transient-accesses/{}", a["id"].as_str().unwrap())))
+        .header("ticket", &ticket)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cut_at = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(cut_at.elapsed() < Duration::from_secs(5), "not cut");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(cut_at.elapsed() <= Duration::from_secs(1), "cut after {:?}", cut_at.elapsed());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("revoked"), "{err:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "port still open");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transient_listeners_come_back_after_restart() {
+    let f = SshFixture::start("47070-47079", "");
+    let c = client();
+    let ticket = login(&c, &f.gw, "admin", "admin-pw").await;
+    let a = create_transient(&f, &ticket, "127.0.0.0/8").await;
+    let (user, pass, port) = (a["username"].as_str().unwrap(), a["password"].as_str().unwrap(), a["port"].as_u64().unwrap() as u16);
+    let SshFixture { tmp: _tmp, sshd: _sshd, gw, .. } = f;
+    let path = gw.config_path.clone();
+    gw.stop();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "port open while stopped");
+    let _gw = Gateway::start(&path);
+    let (code, out, err) = run_for(ssh(port, user, pass, &["whoami"]), T);
+    assert_eq!((code, out.trim()), (0, FULL_USER), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_logins_penalise_the_source_and_idle_logins_time_out() {
+    let f = SshFixture::start("47080-47089", "ssh_penalty_failures = 3\nssh_penalty_secs = 30\nssh_login_grace_secs = 2");
+    // An idle connection that never logs in is dropped after the grace time.
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", f.ssh_port)).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match std::io::Read::read(&mut idle, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let waited = t.elapsed();
+    assert!(waited >= Duration::from_millis(1500) && waited < Duration::from_secs(6), "{waited:?}");
+
+    for _ in 0..3 {
+        let (code, _, _) = run_for(ssh(f.ssh_port, "admin:edge-1", "0123456789abcdef0123456789abcdef", &["true"]), T);
+        assert_eq!(code, 5);
+    }
+    // Now even a valid key is turned away before the handshake, from this source only.
+    let otk = f.otk("admin", "edge-1").await;
+    let (code, out, _) = run_for(ssh(f.ssh_port, "admin:edge-1", &otk, &["echo no"]), T);
+    assert_eq!(code, 255, "{out}");
+    let mut other = Command::new("sshpass");
+    other
+        .args(["-p", &otk, "ssh", "-b", "127.0.0.3", "-p", &f.ssh_port.to_string()])
+        .args(SSH_OPTS)
+        .arg("admin:edge-1@127.0.0.1")
+        .arg("echo yes")
+        .stdin(Stdio::null());
+    let (code, out, _) = run_for(other, T);
+    assert_eq!((code, out.as_str()), (0, "yes\n"));
+    assert!(f.gw.plain_log().contains("event=ssh.source_penalised"));
+}

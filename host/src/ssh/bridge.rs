@@ -71,6 +71,11 @@ impl Bridge {
         }
     }
 
+    /// The device end, for hanging up when the connection is cut.
+    pub fn device(&self) -> &Arc<ChannelWriteHalf<client::Msg>> {
+        &self.device
+    }
+
     /// The pump tasks, for the owner to abort at connection end.
     pub fn into_pumps(self) -> [JoinHandle<()>; 2] {
         self.pumps

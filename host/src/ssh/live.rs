@@ -57,7 +57,12 @@ pub struct Conn {
     cut: watch::Sender<Option<String>>,
     channels: Mutex<Vec<ChannelId>>,
     device: Mutex<Option<Arc<DeviceLink>>>,
+    /// The device ends of the bridged channels, to hang up their processes when cut.
+    device_channels: Mutex<Vec<Weak<DeviceChannel>>>,
 }
+
+/// The writing half of a device channel.
+pub type DeviceChannel = russh::ChannelWriteHalf<russh::client::Msg>;
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -80,6 +85,7 @@ impl Conn {
             cut: watch::Sender::new(None),
             channels: Mutex::new(Vec::new()),
             device: Mutex::new(None),
+            device_channels: Mutex::new(Vec::new()),
         }
     }
 
@@ -108,8 +114,27 @@ impl Conn {
         self.cut.subscribe()
     }
 
-    pub fn add_channel(&self, id: ChannelId) {
+    pub fn add_channel(&self, id: ChannelId, device: &Arc<DeviceChannel>) {
         self.channels.lock().push(id);
+        let mut d = self.device_channels.lock();
+        d.retain(|w| w.strong_count() > 0);
+        d.push(Arc::downgrade(device));
+    }
+
+    /// Sends SIGHUP to the device side of every open channel and closes it. A device sshd
+    /// only hangs up processes that have a pty when the connection drops; a plain
+    /// `ssh host cmd` would otherwise keep running on the device.
+    pub async fn hang_up_device(&self) {
+        let channels: Vec<Arc<DeviceChannel>> = self
+            .device_channels
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for c in channels {
+            let _ = c.signal(russh::Sig::HUP).await;
+            let _ = c.close().await;
+        }
     }
 
     pub fn channels(&self) -> Vec<ChannelId> {

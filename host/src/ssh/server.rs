@@ -176,6 +176,9 @@ async fn run_conn(
             .disconnect(Disconnect::ByApplication, message.clone(), "en".into())
             .await;
     }
+    if reason.is_some() {
+        conn.hang_up_device().await;
+    }
     if let Some(device) = conn.take_device() {
         let _ = device
             .disconnect(Disconnect::ByApplication, "session ended", "en")
@@ -469,8 +472,8 @@ impl server::Handler for Gate {
                 let id = channel.id();
                 let bridge =
                     Bridge::start(channel, device_channel, session.handle(), self.conn.clone());
+                self.conn.add_channel(id, bridge.device());
                 self.channels.insert(id, bridge);
-                self.conn.add_channel(id);
                 if let Some(identity) = self.conn.identity() {
                     audit::trace(&AuditEvent {
                         subject: Some(identity.user.clone()),
