@@ -79,6 +79,15 @@ async fn read_only_and_full_land_as_different_device_users() {
     let otk = f.otk("admin", "edge-1").await;
     let (code, out, _) = run_for(ssh(f.ssh_port, "admin:edge-1", &otk, &["whoami"]), T);
     assert_eq!((code, out.trim()), (0, FULL_USER));
+
+    // TCP forwarding needs a policy obligation the built-in policies never give.
+    let otk = f.otk("admin", "edge-1").await;
+    let mut cmd = ssh(f.ssh_port, "admin:edge-1", &otk, &[]);
+    cmd.args(["-W", &format!("127.0.0.1:{}", f.sshd.port)]);
+    let (code, out, err) = run_for(cmd, T);
+    assert_ne!(code, 0);
+    assert!(!out.contains("SSH-2.0"), "forwarded: {out:?}");
+    assert!(err.contains("forwarding failed") || err.contains("prohibited"), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -340,7 +349,7 @@ async fn transient_ssh_access_on_its_own_port_source_limited_and_revocable() {
     assert_eq!(code, 5, "{out}");
     assert!(!out.contains("inside"));
     let log = f.gw.plain_log();
-    assert!(log.contains("outside allow_only_cidr"), "{log}");
+    assert!(log.contains("source 127.0.0.2 is outside"), "{log}");
     // The access's credentials do not work on the main port.
     let (code, _, _) = run_for(ssh(f.ssh_port, user, pass, &["true"]), T);
     assert_eq!(code, 5);
@@ -427,4 +436,45 @@ async fn failed_logins_penalise_the_source_and_idle_logins_time_out() {
     let (code, out, _) = run_for(other, T);
     assert_eq!((code, out.as_str()), (0, "yes\n"));
     assert!(f.gw.plain_log().contains("event=ssh.source_penalised"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_both_ways_at_once_does_not_stall() {
+    // `cat` echoes everything back, so both directions are saturated at the same time.
+    let f = SshFixture::start("47090-47099", "");
+    let input = f.tmp.path().join("in.bin");
+    std::fs::write(&input, vec![0x5au8; 32 * 1024 * 1024]).unwrap();
+    let mut cmd = ssh(f.ssh_port, "admin:edge-1", &f.otk("admin", "edge-1").await, &["cat"]);
+    cmd.stdin(std::fs::File::open(&input).unwrap());
+    let output = f.tmp.path().join("out.bin");
+    cmd.stdout(std::fs::File::create(&output).unwrap());
+    let status = cmd.status().unwrap();
+    assert!(status.success());
+    assert_eq!(std::fs::metadata(&output).unwrap().len(), 32 * 1024 * 1024);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_shutdown_closes_sessions_with_a_message() {
+    let f = SshFixture::start("47100-47109", "");
+    let otk = f.otk("admin", "edge-1").await;
+    let mut child = ssh(f.ssh_port, "admin:edge-1", &otk, &["exec sleep 63"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if device_process_running("^sleep 63") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let SshFixture { tmp: _tmp, sshd: _sshd, gw, .. } = f;
+    let stopping = Instant::now();
+    gw.stop();
+    assert!(stopping.elapsed() < Duration::from_secs(5), "shutdown took {:?}", stopping.elapsed());
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("shutting down"), "{err:?}");
 }

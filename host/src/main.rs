@@ -93,7 +93,7 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         let ssh_listener = tokio::net::TcpListener::bind(ssh_addr)
             .await
             .with_context(|| format!("cannot listen on {ssh_addr}"))?;
-        println!("sallyport: ssh listening on {}", ssh_listener.local_addr()?);
+        let ssh_bound = ssh_listener.local_addr()?;
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(());
         let ssh = tokio::spawn(sallyport::ssh::serve(
             gateway.ssh.clone(),
@@ -113,6 +113,8 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
             "http"
         };
         println!("sallyport: api listening on {scheme}://{bound}");
+        // Printed last: once it is out, every listener is up.
+        println!("sallyport: ssh listening on {ssh_bound}");
         std::io::stdout().flush()?;
         server::run(&gateway, listener, async move {
             shutdown_signal().await;

@@ -125,8 +125,14 @@ impl Gateway {
                     panic!("gateway did not report its address; stdout so far: {stdout_lines:?}\nlog:\n{log}")
                 });
             stdout_lines.push(line.clone());
-            if let Some(rest) = line.split("api listening on ").nth(1) {
-                let base = rest.trim().to_string();
+            // The ssh line comes last, when every listener is up.
+            if line.contains("ssh listening on ") {
+                let base = stdout_lines
+                    .iter()
+                    .find_map(|l| l.split("api listening on ").nth(1))
+                    .unwrap_or_else(|| panic!("no api line in {stdout_lines:?}"))
+                    .trim()
+                    .to_string();
                 return Gateway {
                     child,
                     base,

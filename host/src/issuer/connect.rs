@@ -20,6 +20,8 @@ pub struct ConnectGrant {
     /// The most the connection may use; the caller takes the lower of this and what the
     /// session or access was issued with.
     pub access: Option<AccessLevel>,
+    /// The longest the connection may last, in seconds; the caller cuts it then.
+    pub max_session_seconds: Option<u32>,
     /// Obligations the policies attached (e.g. allowing forwarding); the caller enforces them.
     pub obligations: Vec<String>,
 }
@@ -141,6 +143,7 @@ impl Issuer {
         match self.policy.authorize(req) {
             Verdict::Allow(g) => Ok(ConnectGrant {
                 access: g.access,
+                max_session_seconds: g.max_ttl_seconds,
                 obligations: g.obligations,
             }),
             Verdict::Deny { policy, reason } => {

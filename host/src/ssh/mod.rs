@@ -14,6 +14,7 @@
 
 mod bridge;
 mod client;
+mod conn;
 mod hostkey;
 mod limits;
 mod live;
@@ -133,7 +134,7 @@ pub async fn serve(
         events,
         stop_rx.clone(),
     ));
-    let accepting = server::accept_loop(
+    let accepting = conn::accept_loop(
         service.clone(),
         listener,
         server::Entry::OpenSession,

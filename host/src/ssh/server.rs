@@ -1,7 +1,12 @@
 //! The user-facing half: accept loops with abuse limits, the login (one-time key as
 //! `<user>:<device>` or `<user>#<device>`, or a transient access's username and password, by
 //! password or keyboard-interactive), and one russh handler per connection that opens the
-//! device side and bridges channels. Forwarding of TCP ports, agents and X11 is refused.
+//! device side and bridges channels.
+//!
+//! What the connect-time grant says is enforced here: its access level caps the device
+//! credential used, its `max-ttl-seconds` bounds how long the connection lives, and local TCP
+//! forwarding (`ssh -L`, opened from the device) is allowed only with the obligation
+//! [`ALLOW_TCP_FORWARDING`]. Remote forwarding, agent and X11 forwarding are always refused.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -11,25 +16,24 @@ use std::time::Duration;
 use russh::keys::PrivateKey;
 use russh::server::{self, Auth, Msg, Session};
 use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet, Pty};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 use super::bridge::{Bridge, DeviceRequest};
 use super::client::{self, DeviceLink};
-use super::limits::Refusal;
+use super::conn::audit_later;
 use super::live::{Conn, Identity, LiveKey};
 use super::{SshError, SshService};
 use crate::audit::{self, now_ms};
 use crate::config::AccessLevel;
-use crate::issuer::IssuerError;
+use crate::issuer::{ConnectGrant, IssuerError};
 use crate::policy::Protocol;
 use crate::secret::Secret;
 use crate::store::{AuditEvent, TransientKind};
 
+/// The grant obligation that allows `direct-tcpip` channels (opened from the device).
+pub const ALLOW_TCP_FORWARDING: &str = "allow-tcp-forwarding";
+
 /// The prompt of keyboard-interactive logins; contains "assword" so `sshpass` answers it.
 const PROMPT: &str = "Password (one-time key): ";
-/// How long a disconnected client gets to close its side before the task stops waiting.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Which kind of listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,158 +67,15 @@ pub fn config(key: PrivateKey) -> server::Config {
     }
 }
 
-/// Accepts connections on `listener` until `stop` turns true.
-pub async fn accept_loop(
-    service: Arc<SshService>,
-    listener: TcpListener,
-    entry: Entry,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = stop.changed() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "SSH accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let guard = match service.limits.admit(peer.ip()) {
-            Ok(g) => g,
-            Err(why) => {
-                // Not audited row by row: a flood must not become a flood of writes.
-                match why {
-                    Refusal::Penalised { remaining } => tracing::info!(
-                        target: "audit", event = "ssh.refused_penalised", source = %peer.ip(),
-                        remaining_secs = remaining.as_secs(), "connection refused"
-                    ),
-                    Refusal::TooManyUnauthenticated => tracing::warn!(
-                        target: "audit", event = "ssh.refused_busy", source = %peer.ip(),
-                        "too many unauthenticated connections"
-                    ),
-                }
-                drop(stream);
-                continue;
-            }
-        };
-        let conn = Arc::new(Conn::new(peer, guard));
-        let token = service.live.task_token();
-        tokio::spawn(run_conn(
-            service.clone(),
-            stream,
-            conn,
-            entry,
-            stop.clone(),
-            token,
-        ));
-    }
-}
-
-/// One connection from accept to close.
-async fn run_conn(
-    service: Arc<SshService>,
-    stream: TcpStream,
-    conn: Arc<Conn>,
-    entry: Entry,
-    mut stop: watch::Receiver<bool>,
-    _token: Arc<()>,
-) {
-    let grace = tokio::time::sleep(service.settings.login_grace);
-    tokio::pin!(grace);
-    let handler = Gate {
-        service: service.clone(),
-        conn: conn.clone(),
-        entry,
-        device: None,
-        device_error: None,
-        channels: std::collections::HashMap::new(),
-        closed: Vec::new(),
-    };
-    let config = service.server_config.clone();
-    let mut session = tokio::select! {
-        s = server::run_stream(config, stream, handler) => match s {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(peer = %conn.peer, error = %e, "SSH handshake failed");
-                return;
-            }
-        },
-        _ = &mut grace => return,
-    };
-    let handle = session.handle();
-    let mut cut = conn.subscribe_cut();
-    let reason = loop {
-        tokio::select! {
-            r = &mut session => {
-                if let Err(e) = r {
-                    tracing::debug!(peer = %conn.peer, error = %e, "SSH connection ended with an error");
-                }
-                break None;
-            }
-            _ = &mut grace, if !conn.is_authenticated() => {
-                break Some("sallyport: login grace time exceeded".to_string());
-            }
-            changed = cut.changed() => {
-                let message = cut.borrow_and_update().clone();
-                if changed.is_err() || message.is_some() {
-                    break message;
-                }
-            }
-            _ = stop.changed() => break Some("sallyport: the gateway is shutting down".to_string()),
-        }
-    };
-    if let Some(message) = &reason {
-        // Tell the user on every open channel's stderr, then at the protocol level.
-        let line = format!("\r\n{message}\r\n");
-        for id in conn.channels() {
-            let _ = handle.extended_data(id, 1, line.clone().into_bytes()).await;
-        }
-        let _ = handle
-            .disconnect(Disconnect::ByApplication, message.clone(), "en".into())
-            .await;
-    }
-    if reason.is_some() {
-        conn.hang_up_device().await;
-    }
-    if let Some(device) = conn.take_device() {
-        let _ = device
-            .disconnect(Disconnect::ByApplication, "session ended", "en")
-            .await;
-    }
-    if reason.is_some() {
-        let _ = tokio::time::timeout(CLOSE_GRACE, &mut session).await;
-    }
-    if let Some(id) = conn.identity() {
-        let e = AuditEvent {
-            subject: Some(id.user.clone()),
-            device: Some(id.device.clone()),
-            object: Some(id.object()),
-            source: Some(conn.peer.ip().to_string()),
-            reason: Some(format!(
-                "{}bytes user->device {}, device->user {}",
-                reason.map(|r| format!("{r}; ")).unwrap_or_default(),
-                conn.up.load(std::sync::atomic::Ordering::Relaxed),
-                conn.down.load(std::sync::atomic::Ordering::Relaxed)
-            )),
-            ..audit::event(now_ms(), "ssh.session.end", Some(&id.user), "ok")
-        };
-        if let Err(err) = service.issuer.audit_event(e).await {
-            tracing::error!(error = %err, "cannot write the SSH session-end audit row");
-        }
-    }
-}
-
 /// Where a successful login leads.
 struct Target {
     identity: Identity,
     level: AccessLevel,
+    grant: ConnectGrant,
 }
 
 /// The russh handler of one connection.
-struct Gate {
+pub(super) struct Gate {
     service: Arc<SshService>,
     conn: Arc<Conn>,
     entry: Entry,
@@ -222,6 +83,8 @@ struct Gate {
     /// Set when login succeeded but the device could not be reached; said at disconnect.
     device_error: Option<String>,
     channels: std::collections::HashMap<ChannelId, Bridge>,
+    /// The connect-time grant, once logged in.
+    grant: Option<ConnectGrant>,
     /// Pumps of channels the user closed, still draining.
     closed: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -250,6 +113,19 @@ fn reject() -> Auth {
 }
 
 impl Gate {
+    pub(super) fn new(service: Arc<SshService>, conn: Arc<Conn>, entry: Entry) -> Self {
+        Self {
+            service,
+            conn,
+            entry,
+            device: None,
+            device_error: None,
+            channels: std::collections::HashMap::new(),
+            grant: None,
+            closed: Vec::new(),
+        }
+    }
+
     fn peer(&self) -> SocketAddr {
         self.conn.peer
     }
@@ -294,7 +170,7 @@ impl Gate {
             reason: Some(format!("access {:?}", target.level)),
             ..audit::event(now_ms(), "ssh.login", Some(&id.user), "allow")
         };
-        self.service.issuer.audit_event(login_event).await?;
+        audit_later(&self.service, login_event);
         let device = self.service.issuer.directory().device(&id.device).cloned();
         let link = match device {
             None => Err(format!("device {:?} is not configured", id.device)),
@@ -323,6 +199,16 @@ impl Gate {
             .live
             .register(&self.conn, &self.service.issuer)
             .await;
+        if let Some(secs) = target.grant.max_session_seconds {
+            let conn = Arc::downgrade(&self.conn);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(secs.into())).await;
+                if let Some(c) = conn.upgrade() {
+                    c.cut("sallyport: the session reached the longest time its policy allows");
+                }
+            });
+        }
+        self.grant = Some(target.grant);
         Ok(Auth::Accept)
     }
 
@@ -353,6 +239,7 @@ impl Gate {
                 user: session.user,
                 device: session.device,
             },
+            grant,
         })
     }
 
@@ -385,6 +272,7 @@ impl Gate {
                 user: access.username,
                 device: access.device,
             },
+            grant,
         })
     }
 
@@ -475,13 +363,14 @@ impl server::Handler for Gate {
                 self.conn.add_channel(id, bridge.device());
                 self.channels.insert(id, bridge);
                 if let Some(identity) = self.conn.identity() {
-                    audit::trace(&AuditEvent {
+                    let e = AuditEvent {
                         subject: Some(identity.user.clone()),
                         device: Some(identity.device.clone()),
                         object: Some(identity.object()),
                         source: Some(self.peer().ip().to_string()),
                         ..audit::event(now_ms(), "ssh.session.start", Some(&identity.user), "ok")
-                    });
+                    };
+                    audit_later(&self.service, e);
                 }
             }
             Err(e) => {
@@ -595,18 +484,47 @@ impl server::Handler for Gate {
 
     async fn channel_open_direct_tcpip(
         &mut self,
-        _channel: Channel<Msg>,
-        _host: &str,
-        _port: u32,
-        _originator: &str,
-        _originator_port: u32,
+        channel: Channel<Msg>,
+        host: &str,
+        port: u32,
+        originator: &str,
+        originator_port: u32,
         reply: server::ChannelOpenHandle,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), SshError> {
-        self.refused_forwarding("direct-tcpip");
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        let allowed = self
+            .grant
+            .as_ref()
+            .is_some_and(|g| g.obligations.iter().any(|o| o == ALLOW_TCP_FORWARDING));
+        let (true, Some(device)) = (allowed, self.device.clone()) else {
+            self.refused_forwarding("direct-tcpip");
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        // The device opens the connection, so it reaches only what the device can reach.
+        match device
+            .channel_open_direct_tcpip(host, port, originator, originator_port)
+            .await
+        {
+            Ok(device_channel) => {
+                reply.accept().await;
+                let id = channel.id();
+                let bridge =
+                    Bridge::start(channel, device_channel, session.handle(), self.conn.clone());
+                self.conn.add_channel(id, bridge.device());
+                self.channels.insert(id, bridge);
+                tracing::info!(
+                    target: "audit", event = "ssh.forwarding", to = %format!("{host}:{port}"),
+                    user = self.conn.identity().map_or("-", |i| i.user.as_str()),
+                );
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "device refused a forwarding channel");
+                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            }
+        }
         Ok(())
     }
 

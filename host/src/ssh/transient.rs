@@ -13,7 +13,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::SshService;
-use super::server::{Entry, accept_loop};
+use super::conn::accept_loop;
+use super::server::Entry;
 use crate::audit::{self, now_ms};
 use crate::store::{AuditEvent, TransientAccess, TransientKind};
 

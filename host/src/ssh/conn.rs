@@ -1,0 +1,168 @@
+//! One user connection from accept to close: the accept loops (with the abuse limits), the
+//! login grace timer, cutting on session end or gateway shutdown with a message to the user,
+//! hanging up the device side, and the session-end audit row with bytes each way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::Disconnect;
+use russh::server;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::SshService;
+use super::limits::Refusal;
+use super::live::Conn;
+use super::server::{Entry, Gate};
+use crate::audit::{self, now_ms};
+use crate::store::AuditEvent;
+
+/// How long a disconnected client gets to close its side before the task stops waiting.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Accepts connections on `listener` until `stop` turns true.
+pub async fn accept_loop(
+    service: Arc<SshService>,
+    listener: TcpListener,
+    entry: Entry,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SSH accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let guard = match service.limits.admit(peer.ip()) {
+            Ok(g) => g,
+            Err(why) => {
+                // Not audited row by row: a flood must not become a flood of writes.
+                match why {
+                    Refusal::Penalised { remaining } => tracing::info!(
+                        target: "audit", event = "ssh.refused_penalised", source = %peer.ip(),
+                        remaining_secs = remaining.as_secs(), "connection refused"
+                    ),
+                    Refusal::TooManyUnauthenticated => tracing::warn!(
+                        target: "audit", event = "ssh.refused_busy", source = %peer.ip(),
+                        "too many unauthenticated connections"
+                    ),
+                }
+                drop(stream);
+                continue;
+            }
+        };
+        let conn = Arc::new(Conn::new(peer, guard));
+        let token = service.live.task_token();
+        tokio::spawn(run_conn(
+            service.clone(),
+            stream,
+            conn,
+            entry,
+            stop.clone(),
+            token,
+        ));
+    }
+}
+
+/// One connection from accept to close.
+async fn run_conn(
+    service: Arc<SshService>,
+    stream: TcpStream,
+    conn: Arc<Conn>,
+    entry: Entry,
+    mut stop: watch::Receiver<bool>,
+    _token: Arc<()>,
+) {
+    let grace = tokio::time::sleep(service.settings.login_grace);
+    tokio::pin!(grace);
+    let handler = Gate::new(service.clone(), conn.clone(), entry);
+    let config = service.server_config.clone();
+    let mut session = tokio::select! {
+        s = server::run_stream(config, stream, handler) => match s {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(peer = %conn.peer, error = %e, "SSH handshake failed");
+                return;
+            }
+        },
+        _ = &mut grace => return,
+    };
+    let handle = session.handle();
+    let mut cut = conn.subscribe_cut();
+    let reason = loop {
+        tokio::select! {
+            r = &mut session => {
+                if let Err(e) = r {
+                    tracing::debug!(peer = %conn.peer, error = %e, "SSH connection ended with an error");
+                }
+                break None;
+            }
+            _ = &mut grace, if !conn.is_authenticated() => {
+                break Some("sallyport: login grace time exceeded".to_string());
+            }
+            changed = cut.changed() => {
+                let message = cut.borrow_and_update().clone();
+                if changed.is_err() || message.is_some() {
+                    break message;
+                }
+            }
+            _ = stop.changed() => break Some("sallyport: the gateway is shutting down".to_string()),
+        }
+    };
+    if let Some(message) = &reason {
+        // Tell the user on every open channel's stderr, then at the protocol level.
+        let line = format!("\r\n{message}\r\n");
+        for id in conn.channels() {
+            let _ = handle.extended_data(id, 1, line.clone().into_bytes()).await;
+        }
+        let _ = handle
+            .disconnect(Disconnect::ByApplication, message.clone(), "en".into())
+            .await;
+    }
+    if reason.is_some() {
+        conn.hang_up_device().await;
+    }
+    if let Some(device) = conn.take_device() {
+        let _ = device
+            .disconnect(Disconnect::ByApplication, "session ended", "en")
+            .await;
+    }
+    if reason.is_some() {
+        let _ = tokio::time::timeout(CLOSE_GRACE, &mut session).await;
+    }
+    if let Some(id) = conn.identity() {
+        let e = AuditEvent {
+            subject: Some(id.user.clone()),
+            device: Some(id.device.clone()),
+            object: Some(id.object()),
+            source: Some(conn.peer.ip().to_string()),
+            reason: Some(format!(
+                "{}bytes user->device {}, device->user {}",
+                reason.map(|r| format!("{r}; ")).unwrap_or_default(),
+                conn.up.load(std::sync::atomic::Ordering::Relaxed),
+                conn.down.load(std::sync::atomic::Ordering::Relaxed)
+            )),
+            ..audit::event(now_ms(), "ssh.session.end", Some(&id.user), "ok")
+        };
+        if let Err(err) = service.issuer.audit_event(e).await {
+            tracing::error!(error = %err, "cannot write the SSH session-end audit row");
+        }
+    }
+}
+
+/// Writes an audit row without making the user wait for its commit: rows that record an
+/// allowed step (login, session start) must not add an fsync to the login path.
+pub(super) fn audit_later(service: &Arc<SshService>, e: AuditEvent) {
+    let service = service.clone();
+    tokio::spawn(async move {
+        if let Err(err) = service.issuer.audit_event(e).await {
+            tracing::error!(error = %err, "cannot write an SSH audit row");
+        }
+    });
+}
