@@ -4,7 +4,7 @@
 //! than a silently ignored setting. Semantic checks (ranges, references between users, groups
 //! and devices) run in [`Config::validate`] after parsing.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
@@ -40,6 +40,9 @@ pub struct Config {
     pub devices: Vec<DeviceConfig>,
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
+    /// Directory of the file this was loaded from; relative plugin paths resolve against it.
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
 }
 
 /// `[server]`: listeners, data directory and limits.
@@ -52,6 +55,9 @@ pub struct ServerConfig {
     pub public_host: String,
     /// `"45000-45999"`: the pool for per-access listeners.
     pub transient_ports: String,
+    /// Address the per-access Winbox listeners bind to (`public_host` should resolve to it, or
+    /// to a NAT in front of it). `0.0.0.0` for every interface.
+    pub transient_listen_ip: IpAddr,
     pub plugins_dir: Option<PathBuf>,
     /// HTTPS on the API listener. Turning it off is meant for tests and benchmarks only.
     pub tls: bool,
@@ -61,6 +67,14 @@ pub struct ServerConfig {
     pub max_otk_duration_secs: u64,
     /// How often the sweeper looks for due expiries, in milliseconds.
     pub sweep_interval_ms: u64,
+    /// Load the built-in policy components (group globs, sudo, source CIDR) for their hooks.
+    pub builtin_policies: bool,
+    /// How the plugins of one hook combine.
+    pub policy_combine: CombineRule,
+    /// Default per-decision deadline of a plugin, in milliseconds.
+    pub plugin_deadline_ms: u64,
+    /// Default per-decision memory cap of a plugin, in MiB.
+    pub plugin_memory_mb: u64,
     /// SSH: seconds a client has to log in before it is disconnected.
     pub ssh_login_grace_secs: u64,
     /// SSH: most connections that may be unauthenticated at once (across all SSH listeners).
@@ -72,6 +86,16 @@ pub struct ServerConfig {
     pub ssh_penalty_secs: u64,
 }
 
+/// How the decisions of several plugins on one hook combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CombineRule {
+    /// Any deny wins; at least one allow is needed; abstain is neutral (the default).
+    DenyOverrides,
+    /// Every plugin must allow; an abstain counts as a deny.
+    Unanimous,
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
@@ -80,11 +104,16 @@ impl Default for ServerConfig {
             ssh_listen: SocketAddr::from(([127, 0, 0, 1], 2222)),
             public_host: "localhost".into(),
             transient_ports: "45000-45999".into(),
+            transient_listen_ip: IpAddr::from([127, 0, 0, 1]),
             plugins_dir: None,
             tls: true,
             ticket_ttl_secs: 12 * 3600,
             max_otk_duration_secs: 24 * 3600,
             sweep_interval_ms: 500,
+            builtin_policies: true,
+            policy_combine: CombineRule::DenyOverrides,
+            plugin_deadline_ms: 20,
+            plugin_memory_mb: 16,
             ssh_login_grace_secs: 30,
             ssh_max_unauthenticated: 64,
             ssh_penalty_failures: 5,
@@ -168,6 +197,15 @@ pub struct DeviceConfig {
     pub host_key: Option<String>,
     /// Device-side user provisioning driver for transient accesses (`none`, `routeros`).
     pub provision: Option<String>,
+    /// `provision = "routeros"`: base URL of the device's REST API; default
+    /// `https://<host of the winbox address>`.
+    pub routeros_url: Option<String>,
+    /// `provision = "routeros"` over HTTPS: SHA-256 of the device's certificate (DER), hex with
+    /// or without colons. Required unless `routeros_insecure = true`.
+    pub routeros_cert_sha256: Option<String>,
+    /// `provision = "routeros"` over HTTPS: accept any certificate (labs only).
+    #[serde(default)]
+    pub routeros_insecure: bool,
     #[serde(default)]
     pub tags: Vec<String>,
     #[serde(default)]
@@ -233,6 +271,7 @@ impl Config {
             }],
             devices: vec![],
             plugins: vec![],
+            base_dir: None,
         }
     }
 
@@ -252,7 +291,9 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text, path)
+        let mut config = Self::parse(&text, path)?;
+        config.base_dir = path.parent().map(Path::to_path_buf);
+        Ok(config)
     }
 
     /// Checks what the types cannot: references, ranges, duplicates.
@@ -263,6 +304,14 @@ impl Config {
             return invalid(
                 "server.ticket_ttl_secs and server.max_otk_duration_secs must be > 0".into(),
             );
+        }
+        if self.server.plugin_deadline_ms == 0 || self.server.plugin_memory_mb == 0 {
+            return invalid("server.plugin_deadline_ms and server.plugin_memory_mb must be > 0".into());
+        }
+        for p in &self.plugins {
+            if p.deadline_ms == Some(0) || p.memory_mb == Some(0) || p.memory_mb.is_some_and(|m| m > 4096) {
+                return invalid(format!("plugin {}: deadline_ms must be > 0 and memory_mb 1..=4096", p.path.display()));
+            }
         }
         if self.server.sweep_interval_ms == 0 {
             return invalid("server.sweep_interval_ms must be > 0".into());
@@ -320,6 +369,7 @@ impl Config {
                     d.id
                 ));
             }
+            crate::provision::validate_device(d).map_err(ConfigError::Invalid)?;
             for c in [&d.credentials.full, &d.credentials.read_only]
                 .into_iter()
                 .flatten()

@@ -1,7 +1,7 @@
 //! sallyport: an access gateway for managed network devices.
 //!
 //! It issues short-lived credentials over REST (Nodegrid open-session one-time keys, Altostrat
-//! transient accesses), carries the SSH (and later Winbox) connections they open, and hands every
+//! transient accesses), carries the SSH and Winbox connections they open, and hands every
 //! access decision to [`policy`]. Start with [`server::Gateway::open`] and [`server::run`].
 
 pub mod api;
@@ -11,8 +11,10 @@ pub mod directory;
 pub mod issuer;
 pub mod metrics;
 pub mod policy;
+pub mod provision;
 pub mod secret;
 pub mod server;
 pub mod ssh;
 pub mod store;
+pub mod tcp;
 pub mod tls;

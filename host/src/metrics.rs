@@ -27,6 +27,31 @@ pub struct RouteLabel {
     pub status: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabel {
+    pub hook: String,
+    pub plugin: String,
+    /// `allow`, `deny`, `abstain`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabel {
+    pub hook: String,
+    pub plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FaultLabel {
+    pub plugin: String,
+    /// `trap`, `deadline`, `memory`, `instantiate`.
+    pub fault: String,
+}
+
+fn decision_histogram() -> Histogram {
+    Histogram::new([0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.001, 0.005, 0.025])
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new([
         0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
@@ -42,6 +67,9 @@ pub struct Metrics {
     pub denied: Family<DeniedLabel, Counter>,
     pub expired: Family<KindLabel, Counter>,
     pub request_seconds: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    pub decisions: Family<DecisionLabel, Counter>,
+    pub decision_seconds: Family<PluginLabel, Histogram, fn() -> Histogram>,
+    pub plugin_faults: Family<FaultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -72,6 +100,14 @@ impl Default for Metrics {
             "API request latency",
             request_seconds.clone(),
         );
+        let decisions = Family::<DecisionLabel, Counter>::default();
+        let decision_seconds = Family::<PluginLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            decision_histogram as fn() -> Histogram,
+        );
+        let plugin_faults = Family::<FaultLabel, Counter>::default();
+        registry.register("policy_decisions", "Policy decisions per plugin and outcome", decisions.clone());
+        registry.register("policy_decision_duration_seconds", "Time per plugin decision", decision_seconds.clone());
+        registry.register("policy_plugin_faults", "Plugin faults (each one a deny)", plugin_faults.clone());
         Self {
             registry,
             issued,
@@ -79,6 +115,9 @@ impl Default for Metrics {
             denied,
             expired,
             request_seconds,
+            decisions,
+            decision_seconds,
+            plugin_faults,
         }
     }
 }
@@ -95,6 +134,18 @@ impl Metrics {
                 hook: hook.into(),
             })
             .inc();
+    }
+
+    pub fn decision(&self, hook: &str, plugin: &str, outcome: &str, took: std::time::Duration) {
+        let (hook, plugin) = (hook.to_string(), plugin.to_string());
+        self.decisions
+            .get_or_create(&DecisionLabel { hook: hook.clone(), plugin: plugin.clone(), outcome: outcome.into() })
+            .inc();
+        self.decision_seconds.get_or_create(&PluginLabel { hook, plugin }).observe(took.as_secs_f64());
+    }
+
+    pub fn plugin_fault(&self, plugin: &str, fault: &str) {
+        self.plugin_faults.get_or_create(&FaultLabel { plugin: plugin.into(), fault: fault.into() }).inc();
     }
 
     /// The text exposition format.

@@ -46,15 +46,16 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Ssh(#[from] crate::ssh::SshError),
-    #[error(
-        "policy plugins ([[plugins]] entries) need the WebAssembly policy engine, which this build does not have yet; remove them to use the built-in rules"
-    )]
-    PluginsUnsupported,
+    #[error(transparent)]
+    Provision(#[from] crate::provision::ProvisionError),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
 }
 
 /// A gateway ready to serve.
 pub struct Gateway {
     pub config: Config,
+    pub policy: Arc<Policy>,
     pub issuer: Arc<Issuer>,
     pub metrics: Arc<Metrics>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -76,9 +77,6 @@ impl Gateway {
     /// this first start, for the caller to print once.
     pub fn open(config: Config) -> Result<(Self, Vec<GeneratedPassword>), StartError> {
         config.validate()?;
-        if !config.plugins.is_empty() {
-            return Err(StartError::PluginsUnsupported);
-        }
         let path = config.server.data_dir.clone();
         let data_err = |source| StartError::DataDir {
             path: path.display().to_string(),
@@ -99,11 +97,15 @@ impl Gateway {
             None
         };
         let metrics = Arc::new(Metrics::default());
-        let policy = Arc::new(Policy::builtin(config.groups.clone()));
+        let provisioner = Arc::new(crate::provision::Provisioner::new(
+            &config.devices,
+            store.clone(),
+        )?);
+        let policy = Arc::new(Policy::load(&config, &data, metrics.clone())?);
         let issuer = Arc::new(Issuer::new(
             store.clone() as Arc<dyn Store>,
             Arc::new(directory),
-            policy,
+            policy.clone(),
             sealer,
             metrics.clone(),
             IssuerConfig {
@@ -112,7 +114,8 @@ impl Gateway {
                 max_otk_duration_secs: config.server.max_otk_duration_secs,
                 ticket_ttl_secs: config.server.ticket_ttl_secs,
             },
-        ));
+        )
+        .with_provisioner(provisioner.clone()));
         let data = Arc::new(data);
         let ssh = Arc::new(crate::ssh::SshService::new(
             issuer.clone(),
@@ -122,6 +125,7 @@ impl Gateway {
         Ok((
             Self {
                 config,
+                policy,
                 issuer,
                 metrics,
                 tls,
@@ -154,6 +158,18 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let app = api::router(gateway.app_state());
+    // Policy decisions are audited without making the request wait: the rows join the
+    // store's next group commit.
+    let (audit_tx, mut audit_rx) = tokio::sync::mpsc::unbounded_channel();
+    gateway.policy.set_audit_sink(audit_tx);
+    let store = gateway.issuer.store().clone();
+    tokio::spawn(async move {
+        while let Some(e) = audit_rx.recv().await {
+            if let Err(err) = store.audit(e).await {
+                tracing::error!(error = %err, "cannot write policy decision to the audit log");
+            }
+        }
+    });
     let acceptor = gateway.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
@@ -166,6 +182,18 @@ pub async fn run(
             let _ = rx.changed().await;
         },
     ));
+    let winbox = tokio::spawn(crate::tcp::serve_winbox(
+        gateway.issuer.clone(),
+        gateway.config.server.transient_listen_ip,
+        stopped(stop_tx.subscribe()),
+    ));
+    let removals = gateway.issuer.provisioner().cloned().map(|p| {
+        tokio::spawn(crate::provision::run(
+            p,
+            gateway.issuer.subscribe(),
+            stopped(stop_tx.subscribe()),
+        ))
+    });
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -236,10 +264,19 @@ pub async fn run(
     drop(listener);
     let _ = stop_tx.send(());
     let _ = sweeper.await;
+    let _ = winbox.await;
+    if let Some(r) = removals {
+        let _ = r.await;
+    }
     if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("connections still open after 5 s; closing them");
     }
+}
+
+/// Resolves when the gateway's stop signal is sent (or its sender is gone).
+async fn stopped(mut rx: tokio::sync::watch::Receiver<()>) {
+    let _ = rx.changed().await;
 }

@@ -26,6 +26,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A device the request depends on failed (e.g. could not create the transient user).
+    #[error("{0}")]
+    BadGateway(String),
     /// Details are logged where the error is created, never sent.
     #[error("internal error")]
     Internal,
@@ -53,6 +56,7 @@ impl ApiError {
             }
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
+            Self::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -89,6 +93,7 @@ impl From<IssuerError> for ApiError {
             IssuerError::Conflict(m) => Self::Conflict(m),
             IssuerError::Refused => Self::Forbidden(e.to_string()),
             IssuerError::Exhausted => Self::Unavailable(e.to_string()),
+            IssuerError::BadGateway(m) => Self::BadGateway(m),
             IssuerError::Store(_) | IssuerError::Seal(_) | IssuerError::Internal(_) => {
                 tracing::error!(error = %e, "request failed");
                 Self::Internal

@@ -25,6 +25,7 @@ use super::{ApiError, AppState};
         super::transient::get,
         super::transient::list,
         super::transient::revoke,
+        super::removals::list,
         healthz,
     ),
     components(schemas(super::error::ErrorBody))

@@ -8,6 +8,7 @@ mod error;
 mod extract;
 mod meta;
 mod opensession;
+mod removals;
 mod session;
 mod tracking;
 mod transient;
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
             "/sites/{site_id}/transient-accesses/{access_id}",
             get(transient::get).delete(transient::revoke),
         )
+        .route("/sites/{site_id}/pending-removals", get(removals::list))
         .route("/openapi.json", get(meta::openapi))
         .route("/healthz", get(meta::healthz))
         .route("/metrics", get(meta::metrics))

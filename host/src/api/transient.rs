@@ -94,7 +94,8 @@ fn lang(headers: &HeaderMap) -> Lang {
     params(("site_id" = uuid::Uuid, Path, description = "The device id")),
     responses((status = 201, body = TransientView), (status = 400, body = super::error::ErrorBody),
               (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
-              (status = 404, body = super::error::ErrorBody), (status = 503, body = super::error::ErrorBody)))]
+              (status = 404, body = super::error::ErrorBody), (status = 502, body = super::error::ErrorBody),
+              (status = 503, body = super::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,

@@ -1,4 +1,4 @@
-//! Connect-time decisions for the forwarders (SSH now, Winbox and the web console later).
+//! Connect-time decisions for the forwarders (SSH and Winbox now, the web console later).
 //!
 //! Before a one-time key is consumed, or a transient access's password accepted, the `source`
 //! and `authorize` hooks decide with the peer address (action `connect`). A refusal is always
@@ -125,6 +125,55 @@ impl Issuer {
             .decide_connect(&req, username, &access.device, &src)
             .await?;
         Ok((access, grant))
+    }
+
+    /// Winbox: asks the `source` hook (with the access's `allow_only_cidr` / `allow_rfc1918`)
+    /// and the `authorize` hook (for the user who created it) whether `source` may connect to
+    /// the port of `access`, which the caller holds open. Winbox authenticates on the device,
+    /// so unlike [`Issuer::connect_transient`] there is no password to check here.
+    pub async fn connect_winbox(
+        &self,
+        access: &TransientAccess,
+        source: IpAddr,
+    ) -> Result<ConnectGrant, IssuerError> {
+        let src = source.to_string();
+        let now = now_ms();
+        if access.expired || access.expires_at <= now {
+            return Err(self
+                .refuse(
+                    &access.username,
+                    &access.device,
+                    &src,
+                    "the access is over".into(),
+                )
+                .await);
+        }
+        let (Some(creator), Some(device)) = (
+            self.directory.user(&access.created_by),
+            self.directory.device(&access.device),
+        ) else {
+            return Err(self
+                .refuse(
+                    &access.username,
+                    &access.device,
+                    &src,
+                    "the access's creator or device no longer exists".into(),
+                )
+                .await);
+        };
+        let mut req = self.request(Action::Connect, creator, creator, device, Protocol::Winbox);
+        req.access = if access.full_access {
+            AccessLevel::Full
+        } else {
+            AccessLevel::ReadOnly
+        };
+        req.ttl_seconds =
+            u32::try_from((access.expires_at - now).max(0) / 1000).unwrap_or(u32::MAX);
+        req.source = Some(src.clone());
+        req.allow_only_cidr = access.allow_only_cidr.clone();
+        req.allow_rfc1918 = access.allow_rfc1918;
+        self.decide_connect(&req, &access.username, &access.device, &src)
+            .await
     }
 
     async fn decide_connect(

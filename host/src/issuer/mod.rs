@@ -8,6 +8,7 @@
 
 mod connect;
 pub mod humanize;
+mod provisioning;
 pub mod seal;
 mod sessions;
 pub mod token;
@@ -56,6 +57,10 @@ pub enum IssuerError {
     /// No transient port is free (503).
     #[error("no free port in the transient port range; try again later")]
     Exhausted,
+    /// A device the request depends on failed or could not be reached (502); the message says
+    /// why and is safe to show.
+    #[error("{0}")]
+    BadGateway(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -109,6 +114,8 @@ pub struct Issuer {
     metrics: Arc<Metrics>,
     cfg: IssuerConfig,
     events: broadcast::Sender<Lifecycle>,
+    /// Device-side users of transient accesses; `None`: no device has a driver.
+    provisioner: Option<Arc<crate::provision::Provisioner>>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -137,7 +144,14 @@ impl Issuer {
             metrics,
             cfg,
             events,
+            provisioner: None,
         }
+    }
+
+    /// Creates and removes device-side users of transient accesses with `p`.
+    pub fn with_provisioner(mut self, p: Arc<crate::provision::Provisioner>) -> Self {
+        self.provisioner = Some(p);
+        self
     }
 
     pub fn directory(&self) -> &Directory {

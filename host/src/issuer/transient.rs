@@ -151,6 +151,7 @@ impl Issuer {
             object: Some(created.id.to_string()),
             ..e
         });
+        self.provision_or_discard(&created, &password).await?;
         self.metrics
             .issued
             .get_or_create(&Metrics::kind("transient"))

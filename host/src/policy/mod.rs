@@ -3,13 +3,33 @@
 //! Callers build a [`Request`] (shaped exactly like the `request` record of the WIT package
 //! `sallyport:policy@0.1.0`) and ask one of three hooks: [`Policy::authorize`] (may this subject
 //! reach this device, at what level), [`Policy::sudo`] (may the requester act for the subject)
-//! and [`Policy::source`] (may this source address connect). Nothing outside this module
-//! decides access. Until the WebAssembly engine lands, the hooks run the built-in rules in
-//! [`native`]; the combination and fail-closed logic here is what the engine keeps.
+//! and [`Policy::source`] (may this source address connect). Every answer comes from sandboxed
+//! WebAssembly components (`engine`), the built-in rules included (`plugins/default-*`); the
+//! plugins of a hook combine by the configured [`CombineRule`], a plugin fault is a deny naming
+//! the plugin, and every decision is counted per plugin and written to the audit log.
 
+mod bindings;
+mod cache;
+mod engine;
+mod loader;
+/// The built-in rules in native Rust: the benchmark's floor and the reference the built-in
+/// components are tested against. `Policy` never consults it.
 pub mod native;
 
-use crate::config::{AccessLevel, GroupConfig};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use parking_lot::RwLock;
+
+pub use cache::content_hash;
+pub use engine::Fault;
+pub use loader::Plugin;
+
+use crate::config::{CombineRule, Config, Hook};
+use crate::metrics::Metrics;
+use crate::store::AuditEvent;
+
+use crate::config::AccessLevel;
 
 /// Which protocol a request is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +110,16 @@ impl Verdict {
         hook: &str,
         decisions: impl IntoIterator<Item = (&'a str, Decision)>,
     ) -> Verdict {
+        Self::combine_with(CombineRule::DenyOverrides, hook, decisions)
+    }
+
+    /// [`Verdict::combine`] under an explicit rule ([`CombineRule::Unanimous`] turns an
+    /// abstain into a deny).
+    pub fn combine_with<'a>(
+        rule: CombineRule,
+        hook: &str,
+        decisions: impl IntoIterator<Item = (&'a str, Decision)>,
+    ) -> Verdict {
         let mut grant: Option<Grant> = None;
         for (policy, d) in decisions {
             match d {
@@ -97,6 +127,12 @@ impl Verdict {
                     return Verdict::Deny {
                         policy: policy.to_string(),
                         reason,
+                    };
+                }
+                Decision::Abstain if rule == CombineRule::Unanimous => {
+                    return Verdict::Deny {
+                        policy: policy.to_string(),
+                        reason: "abstained, and the unanimous rule needs every plugin to allow".into(),
                     };
                 }
                 Decision::Abstain => {}
@@ -139,34 +175,163 @@ fn strictest(a: Grant, b: Grant) -> Grant {
     }
 }
 
+/// Why the policy could not be set up at start.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("policy plugin {0}")]
+    Plugin(String),
+    #[error("cannot open {0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("policy configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Engine(#[from] engine::LoadError),
+}
+
+/// State shared with the reload watcher.
+pub struct Shared {
+    engine: Arc<engine::PolicyEngine>,
+    plugins: RwLock<Arc<Vec<Arc<Plugin>>>>,
+    rule: CombineRule,
+    metrics: Arc<Metrics>,
+    audit: OnceLock<tokio::sync::mpsc::UnboundedSender<AuditEvent>>,
+}
+
+impl Shared {
+    fn plugins(&self) -> Arc<Vec<Arc<Plugin>>> {
+        self.plugins.read().clone()
+    }
+
+    fn replace(&self, next: Vec<Arc<Plugin>>) {
+        *self.plugins.write() = Arc::new(next);
+    }
+}
+
 /// The policy decision point.
-#[derive(Debug)]
+#[derive(Clone)]
 pub struct Policy {
-    groups: Vec<GroupConfig>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy").field("plugins", &self.shared.plugins()).finish()
+    }
 }
 
 impl Policy {
-    /// The built-in rules over the configured groups.
-    pub fn builtin(groups: Vec<GroupConfig>) -> Self {
-        Self { groups }
+    /// Loads every plugin of the configuration (built-in, `[[plugins]]`, drop-ins) and starts
+    /// watching their files. A plugin that cannot load is an error naming it.
+    pub fn load(config: &Config, data: &cap_std::fs::Dir, metrics: Arc<Metrics>) -> Result<Self, PolicyError> {
+        let max_mb = config
+            .plugins
+            .iter()
+            .filter_map(|p| p.memory_mb)
+            .chain([config.server.plugin_memory_mb, 16])
+            .max()
+            .unwrap_or(16);
+        let max_memory = (max_mb as usize) << 20;
+        let engine = Arc::new(engine::PolicyEngine::new(max_memory)?);
+        let mut loader = loader::Loader::new(config, data, engine.clone(), max_memory)?;
+        let plugins = loader.initial()?;
+        for p in &plugins {
+            tracing::info!(plugin = %p.name, hook = ?p.hook, hash = %p.hash, "policy plugin loaded");
+        }
+        let shared = Arc::new(Shared {
+            engine,
+            plugins: RwLock::new(Arc::new(plugins)),
+            rule: config.server.policy_combine,
+            metrics,
+            audit: OnceLock::new(),
+        });
+        let weak = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("sallyport-plugin-watch".into())
+            .spawn(move || loader.watch(weak))
+            .map_err(|e| PolicyError::Config(format!("cannot start the plugin watcher: {e}")))?;
+        Ok(Self { shared })
+    }
+
+    /// Sends each decision's audit row to `tx` (the server drains it into the store).
+    pub fn set_audit_sink(&self, tx: tokio::sync::mpsc::UnboundedSender<AuditEvent>) {
+        let _ = self.shared.audit.set(tx);
+    }
+
+    /// The plugins currently serving, in evaluation order.
+    pub fn plugins(&self) -> Arc<Vec<Arc<Plugin>>> {
+        self.shared.plugins()
     }
 
     /// May `subject` reach `device` with `access`?
     pub fn authorize(&self, r: &Request) -> Verdict {
-        Verdict::combine(
-            "authorize",
-            [("builtin-authorize", native::authorize(&self.groups, r))],
-        )
+        self.decide(Hook::Authorize, r)
     }
 
     /// May `requester` act for `subject`?
     pub fn sudo(&self, r: &Request) -> Verdict {
-        Verdict::combine("sudo", [("builtin-sudo", native::sudo(r))])
+        self.decide(Hook::Sudo, r)
     }
 
     /// May `source` connect?
     pub fn source(&self, r: &Request) -> Verdict {
-        Verdict::combine("source", [("builtin-source", native::source(r))])
+        self.decide(Hook::Source, r)
+    }
+
+    fn decide(&self, hook: Hook, r: &Request) -> Verdict {
+        let hook_name = engine::export_name(hook);
+        // A snapshot: a reload during this decision does not affect it.
+        let plugins = self.shared.plugins();
+        let mut decisions = Vec::new();
+        for p in plugins.iter().filter(|p| p.hook == hook) {
+            let started = Instant::now();
+            let outcome = match &p.prepared {
+                Ok(prepared) => self.shared.engine.decide(prepared, &p.meta, p.limits, r),
+                Err(cause) => Err(Fault::Unloadable(cause.clone())),
+            };
+            let d = match outcome {
+                Ok(d) => d,
+                Err(fault) => {
+                    tracing::warn!(plugin = %p.name, hash = %p.hash, fault = %fault, "policy plugin fault; denying");
+                    self.shared.metrics.plugin_fault(&p.name, fault.kind());
+                    Decision::Deny(format!("policy plugin {} {fault}", p.name))
+                }
+            };
+            self.record(hook_name, p, &d, started.elapsed(), r);
+            let stop = matches!(d, Decision::Deny(_));
+            decisions.push((p.name.as_str(), d));
+            if stop {
+                break;
+            }
+        }
+        Verdict::combine_with(self.shared.rule, hook_name, decisions)
+    }
+
+    fn record(&self, hook: &str, p: &Plugin, d: &Decision, took: std::time::Duration, r: &Request) {
+        let (outcome, reason) = match d {
+            Decision::Allow(_) => ("allow", None),
+            Decision::Deny(m) => ("deny", Some(m.as_str())),
+            Decision::Abstain => ("abstain", None),
+        };
+        self.shared.metrics.decision(hook, &p.name, outcome, took);
+        if let Some(tx) = self.shared.audit.get() {
+            let _ = tx.send(AuditEvent {
+                at: r.now_unix_ms as i64,
+                event: format!("policy.{hook}"),
+                actor: Some(r.requester.name.clone()),
+                subject: Some(r.subject.name.clone()),
+                device: Some(r.device.name.clone()),
+                object: Some(r.request_id.clone()),
+                outcome: outcome.into(),
+                reason: Some(format!(
+                    "plugin={} hash={} duration_us={}{}",
+                    p.name,
+                    &p.hash[..16.min(p.hash.len())],
+                    took.as_micros(),
+                    reason.map(|m| format!(": {m}")).unwrap_or_default()
+                )),
+                source: r.source.clone(),
+            });
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! one-time key, or `ssh -p <port> <username>@gateway` for a transient access), and the gateway
 //! logs in to the device with the device's stored credentials and bridges the two.
 //!
-//! - [`server`]: the gateway-facing half (russh server): accept loops, abuse limits, login.
+//! - [`server`]: the user-facing half (russh server handler): login, device login, requests.
+//! - [`conn`]: one connection from accept to close: limits, grace time, cutting, audit.
 //! - [`client`]: the device-facing half (russh client): host-key verification and credential
 //!   injection.
 //! - [`bridge`]: one user channel ↔ one device channel, requests and data.

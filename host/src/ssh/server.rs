@@ -1,7 +1,8 @@
-//! The user-facing half: accept loops with abuse limits, the login (one-time key as
-//! `<user>:<device>` or `<user>#<device>`, or a transient access's username and password, by
-//! password or keyboard-interactive), and one russh handler per connection that opens the
-//! device side and bridges channels.
+//! The user-facing half: the russh server configuration and one russh handler per connection,
+//! which checks the login (a one-time key as `<user>:<device>` or `<user>#<device>`, or a
+//! transient access's username and password, by password or keyboard-interactive), logs in to
+//! the device and bridges the channels the user opens. The connection around it (accept,
+//! limits, grace time, cutting) is in [`super::conn`].
 //!
 //! What the connect-time grant says is enforced here: its access level caps the device
 //! credential used, its `max-ttl-seconds` bounds how long the connection lives, and local TCP

@@ -8,6 +8,7 @@
 //! exactly-once guarantee. A write returns only after its transaction is durably committed, and
 //! the audit row describing a change is written in the same transaction as the change.
 
+pub mod removals;
 mod schema;
 pub mod sqlite;
 

@@ -72,6 +72,20 @@ CREATE TABLE device_host_keys (
     first_seen   INTEGER NOT NULL
 );
 "#,
+    // 3: device-side users of transient accesses still to be removed (see store::removals).
+    r#"
+CREATE TABLE device_user_removals (
+    username         TEXT PRIMARY KEY,
+    device           TEXT NOT NULL,
+    access_id        TEXT NOT NULL,
+    created_at       INTEGER NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  INTEGER NOT NULL,
+    last_error       TEXT
+);
+CREATE INDEX device_user_removals_due ON device_user_removals(next_attempt_at);
+CREATE INDEX device_user_removals_access ON device_user_removals(access_id);
+"#,
 ];
 
 /// Brings the schema up to date inside one transaction.

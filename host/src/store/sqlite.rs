@@ -715,6 +715,9 @@ impl Store for SqliteStore {
     }
 }
 
+#[path = "sqlite_removals.rs"]
+mod removals;
+
 #[cfg(test)]
 #[path = "sqlite_tests.rs"]
 mod tests;

@@ -2,13 +2,17 @@
 //! of their groups has a device glob matching the device name, at the best access level
 //! among those groups (`full` above `read-only`).
 //!
+//! An open session (`issue-session`) asks for no level of its own: the groups decide, so a
+//! read-only user is allowed with the grant narrowed to `read-only`. A transient access or a
+//! connection that asks for more than the groups give is denied.
+//!
 //! The request carries group names only; the group table comes from `config("groups")`,
 //! JSON written by the host from its `[[groups]]`:
 //! `[{"name":"admins","sudo":true,"devices":["*"],"access":"full"}, …]` (`devices` defaults
 //! to none, `access` to `read-only`, other keys are ignored).
 
 use miniserde::Deserialize;
-use sallyport_plugin::{AccessLevel, Authorize, Decision, Grant, Request, glob};
+use sallyport_plugin::{AccessLevel, Action, Authorize, Decision, Grant, Request, glob};
 
 /// The built-in authorize policy.
 pub struct DefaultAuthorize;
@@ -50,10 +54,12 @@ impl Authorize for DefaultAuthorize {
             None => Decision::deny(format!(
                 "user {user} has no group that reaches device {device}"
             )),
-            Some(best) if !best.covers(r.access) => Decision::deny(format!(
-                "user {user} may reach device {device} only read-only, not with {} access",
-                r.access.as_str()
-            )),
+            Some(best) if !best.covers(r.access) && r.action != Action::IssueSession => {
+                Decision::deny(format!(
+                    "user {user} may reach device {device} only read-only, not with {} access",
+                    r.access.as_str()
+                ))
+            }
             Some(best) => Decision::allow_with(Grant::new().with_access(best)),
         }
     }

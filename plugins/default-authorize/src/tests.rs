@@ -11,8 +11,19 @@ const GROUPS: &str = r#"[
 ]"#;
 
 fn decide(user: &str, groups: &[&str], device: &str, access: AccessLevel) -> Decision {
+    decide_action(Action::IssueTransient, user, groups, device, access)
+}
+
+fn decide_action(
+    action: Action,
+    user: &str,
+    groups: &[&str],
+    device: &str,
+    access: AccessLevel,
+) -> Decision {
     testing::set_config("groups", GROUPS);
     let r = Request::builder()
+        .action(action)
         .user(Principal::new(user).with_groups(groups.iter().copied()))
         .device_name(device)
         .access(access)
@@ -69,6 +80,30 @@ fn full_access_through_read_only_groups_is_denied() {
 }
 
 #[test]
+fn open_sessions_are_narrowed_to_the_groups_level_not_denied() {
+    assert_eq!(
+        decide_action(
+            Action::IssueSession,
+            "vic",
+            &["viewers"],
+            "lab-7",
+            AccessLevel::Full
+        ),
+        allowed_at(AccessLevel::ReadOnly)
+    );
+    assert!(
+        decide_action(
+            Action::Connect,
+            "vic",
+            &["viewers"],
+            "lab-7",
+            AccessLevel::Full
+        )
+        .is_deny()
+    );
+}
+
+#[test]
 fn no_matching_group_is_denied() {
     let expected = Decision::deny("user eve has no group that reaches device core-1");
     assert_eq!(
@@ -93,6 +128,7 @@ fn missing_access_defaults_to_read_only() {
     testing::set_config("groups", r#"[{"name":"g","devices":["*"]}]"#);
     let r = |a| {
         Request::builder()
+            .action(Action::IssueTransient)
             .user(Principal::new("u").with_groups(["g"]))
             .access(a)
             .build()

@@ -1,0 +1,396 @@
+//! Where plugins come from and how they are kept current.
+//!
+//! Three sources, in this order on each hook: the built-in components (embedded in the binary
+//! from `plugins/dist/`, unless `builtin_policies = false`), the `[[plugins]]` entries (paths
+//! relative to the configuration file), and the drop-in directory (`plugins_dir`: every
+//! `NAME.wasm`, with an optional `NAME.toml` beside it; its hook is the world it exports).
+//! Each configured file is read through a `cap-std` handle on its directory, and the drop-in
+//! directory through one handle, all opened at start.
+//!
+//! A watcher polls every 50 ms. A changed file is recompiled and swapped in for new decisions
+//! (decisions in flight finish on the version they started with); a broken new version keeps
+//! the old one and logs why; a removed drop-in is unloaded.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use cap_std::fs::Dir;
+use serde::Deserialize;
+
+use super::cache::ComponentCache;
+use super::engine::{Limits, LoadError, PluginMeta, PolicyEngine, Prepared};
+use super::{PolicyError, Shared};
+use crate::config::{Config, Hook};
+
+/// The built-in policies, committed as built components so no wasm toolchain is needed.
+const BUILTINS: [(&str, Hook, &[u8]); 3] = [
+    ("builtin-authorize", Hook::Authorize, include_bytes!("../../../plugins/dist/default-authorize.wasm")),
+    ("builtin-sudo", Hook::Sudo, include_bytes!("../../../plugins/dist/default-sudo.wasm")),
+    ("builtin-source", Hook::Source, include_bytes!("../../../plugins/dist/default-source.wasm")),
+];
+
+const POLL: Duration = Duration::from_millis(50);
+
+/// A loaded plugin, ready to decide.
+pub struct Plugin {
+    pub name: String,
+    pub hook: Hook,
+    /// Hex SHA-256 of the component.
+    pub hash: String,
+    pub meta: Arc<PluginMeta>,
+    pub limits: Limits,
+    /// The runnable component, or why this plugin cannot run (every decision then denies).
+    pub prepared: Result<Prepared, String>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("name", &self.name).field("hook", &self.hook).field("hash", &self.hash).finish()
+    }
+}
+
+#[derive(Clone)]
+enum Origin {
+    Builtin(&'static [u8]),
+    /// A `[[plugins]]` file: its directory and name within it.
+    Configured(Arc<Dir>, String),
+    /// `plugins_dir/NAME.wasm`.
+    DropIn(String),
+}
+
+/// Everything needed to (re)load one plugin.
+#[derive(Clone)]
+struct Spec {
+    name: String,
+    hook: Option<Hook>,
+    origin: Origin,
+    config: HashMap<String, String>,
+    limits: Limits,
+}
+
+/// `NAME.toml` beside a drop-in component.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Sidecar {
+    deadline_ms: Option<u64>,
+    memory_mb: Option<u64>,
+    #[serde(default)]
+    config: toml::Table,
+}
+
+/// Plugin config values as the `host.config` import returns them: strings verbatim, anything
+/// else as compact JSON.
+fn flatten(table: &toml::Table) -> HashMap<String, String> {
+    table
+        .iter()
+        .map(|(k, v)| {
+            let text = match v {
+                toml::Value::String(s) => s.clone(),
+                other => serde_json::to_string(other).unwrap_or_default(),
+            };
+            (k.clone(), text)
+        })
+        .collect()
+}
+
+/// Loads plugins and watches their files.
+pub struct Loader {
+    engine: Arc<PolicyEngine>,
+    cache: ComponentCache,
+    specs: Vec<Spec>,
+    drop_in: Option<Dir>,
+    defaults: Limits,
+    max_memory: usize,
+    /// Last seen fingerprint per file, so an unchanged (or known-broken) file is not reloaded.
+    seen: HashMap<String, Fingerprint>,
+}
+
+type Fingerprint = Vec<(u64, Option<SystemTime>)>;
+
+fn fingerprint(dir: &Dir, files: &[&str]) -> Fingerprint {
+    files
+        .iter()
+        .map(|f| dir.metadata(f).map_or((u64::MAX, None), |m| (m.len(), m.modified().ok().map(|t| t.into_std()))))
+        .collect()
+}
+
+fn read(dir: &Dir, file: &str) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    dir.open(file)?.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+fn mb(n: u64) -> usize {
+    (n as usize).saturating_mul(1 << 20)
+}
+
+impl Loader {
+    /// Resolves every plugin source in the configuration and opens the directories involved.
+    pub fn new(config: &Config, data: &Dir, engine: Arc<PolicyEngine>, max_memory: usize) -> Result<Self, PolicyError> {
+        let defaults = Limits {
+            deadline: Duration::from_millis(config.server.plugin_deadline_ms),
+            memory_bytes: mb(config.server.plugin_memory_mb),
+        };
+        let mut specs = Vec::new();
+        if config.server.builtin_policies {
+            let groups = serde_json::to_string(&config.groups.iter().map(group_json).collect::<Vec<_>>())
+                .map_err(|e| PolicyError::Config(e.to_string()))?;
+            for (name, hook, bytes) in BUILTINS {
+                let mut cfg = HashMap::new();
+                if hook == Hook::Authorize {
+                    cfg.insert("groups".to_string(), groups.clone());
+                }
+                specs.push(Spec { name: name.into(), hook: Some(hook), origin: Origin::Builtin(bytes), config: cfg, limits: defaults });
+            }
+        }
+        for p in &config.plugins {
+            let path = match (&config.base_dir, p.path.is_absolute()) {
+                (Some(base), false) => base.join(&p.path),
+                _ => p.path.clone(),
+            };
+            let (parent, file) = match (path.parent(), path.file_name().and_then(|f| f.to_str())) {
+                (Some(parent), Some(file)) => (if parent.as_os_str().is_empty() { std::path::Path::new(".") } else { parent }, file),
+                _ => return Err(PolicyError::Config(format!("plugin path {} names no file", path.display()))),
+            };
+            let dir = Dir::open_ambient_dir(parent, cap_std::ambient_authority())
+                .map_err(|e| PolicyError::Io(path.display().to_string(), e))?;
+            specs.push(Spec {
+                name: file.trim_end_matches(".wasm").to_string(),
+                hook: Some(p.hook),
+                origin: Origin::Configured(Arc::new(dir), file.to_string()),
+                config: flatten(&p.config),
+                limits: Limits {
+                    deadline: p.deadline_ms.map_or(defaults.deadline, Duration::from_millis),
+                    memory_bytes: p.memory_mb.map_or(defaults.memory_bytes, mb),
+                },
+            });
+        }
+        let dir = config.server.plugins_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| PolicyError::Io(dir.display().to_string(), e))?;
+        let drop_in = Dir::open_ambient_dir(&dir, cap_std::ambient_authority())
+            .map_err(|e| PolicyError::Io(dir.display().to_string(), e))?;
+        let cache = ComponentCache::new(data).map_err(|e| PolicyError::Io("plugin-cache".into(), e))?;
+        Ok(Self { engine, cache, specs, drop_in: Some(drop_in), defaults, max_memory, seen: HashMap::new() })
+    }
+
+    fn drop_in_spec(&self, file: &str) -> Result<Spec, String> {
+        let dir = self.drop_in.as_ref().ok_or("no drop-in directory")?;
+        let stem = file.trim_end_matches(".wasm");
+        let sidecar: Sidecar = match read(dir, &format!("{stem}.toml")) {
+            Ok(bytes) => toml::from_str(&String::from_utf8_lossy(&bytes)).map_err(|e| format!("{stem}.toml: {e}"))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Sidecar::default(),
+            Err(e) => return Err(format!("{stem}.toml: {e}")),
+        };
+        Ok(Spec {
+            name: stem.to_string(),
+            hook: None,
+            origin: Origin::DropIn(file.to_string()),
+            config: flatten(&sidecar.config),
+            limits: Limits {
+                deadline: sidecar.deadline_ms.map_or(self.defaults.deadline, Duration::from_millis),
+                memory_bytes: sidecar.memory_mb.map_or(self.defaults.memory_bytes, mb),
+            },
+        })
+    }
+
+    /// A plugin that cannot run, standing on `hook` so that hook fails closed.
+    fn broken(spec: &Spec, hook: Hook, cause: &str) -> Plugin {
+        Plugin {
+            name: spec.name.clone(),
+            hook,
+            hash: String::new(),
+            meta: Arc::new(PluginMeta { name: spec.name.clone(), config: spec.config.clone() }),
+            limits: spec.limits,
+            prepared: Err(cause.to_string()),
+        }
+    }
+
+    /// Loads a spec; on failure also says which hook it was meant for, if that is known.
+    fn load_or_hook(&self, spec: &Spec) -> Result<Plugin, (Option<Hook>, String)> {
+        self.load(spec).map_err(|e| {
+            let hook = spec.hook.or_else(|| {
+                let Origin::DropIn(f) = &spec.origin else { return None };
+                let bytes = read(self.drop_in.as_ref()?, f).ok()?;
+                let (c, _) = self.cache.load(self.engine.engine(), &spec.name, &bytes).ok()?;
+                self.engine.world_of(&spec.name, &c).ok()
+            });
+            (hook, e)
+        })
+    }
+
+    fn load(&self, spec: &Spec) -> Result<Plugin, String> {
+        let bytes = match &spec.origin {
+            Origin::Builtin(b) => b.to_vec(),
+            Origin::Configured(dir, file) => read(dir, file).map_err(|e| format!("{file}: {e}"))?,
+            Origin::DropIn(file) => {
+                let dir = self.drop_in.as_ref().ok_or("no drop-in directory")?;
+                read(dir, file).map_err(|e| format!("{file}: {e}"))?
+            }
+        };
+        if spec.limits.memory_bytes > self.max_memory {
+            return Err(format!(
+                "{}: memory cap {} MiB is above the engine's {} MiB (set it in the configuration before start)",
+                spec.name,
+                spec.limits.memory_bytes >> 20,
+                self.max_memory >> 20
+            ));
+        }
+        let engine = &self.engine;
+        let (component, hash) = self.cache.load(engine.engine(), &spec.name, &bytes).map_err(|e: LoadError| e.to_string())?;
+        let hook = match spec.hook {
+            Some(h) => h,
+            None => engine.world_of(&spec.name, &component).map_err(|e| e.to_string())?,
+        };
+        let prepared = engine.prepare(&spec.name, hook, &component).map_err(|e| e.to_string())?;
+        Ok(Plugin {
+            name: spec.name.clone(),
+            hook,
+            hash,
+            meta: Arc::new(PluginMeta { name: spec.name.clone(), config: spec.config.clone() }),
+            limits: spec.limits,
+            prepared: Ok(prepared),
+        })
+    }
+
+    fn key(spec: &Spec) -> String {
+        match &spec.origin {
+            Origin::Builtin(_) => format!("builtin:{}", spec.name),
+            Origin::Configured(_, f) => format!("configured:{}:{f}", spec.name),
+            Origin::DropIn(f) => format!("drop-in:{f}"),
+        }
+    }
+
+    fn fingerprint_of(&self, spec: &Spec) -> Fingerprint {
+        match &spec.origin {
+            Origin::Builtin(_) => Vec::new(),
+            Origin::Configured(dir, f) => fingerprint(dir, &[f]),
+            Origin::DropIn(f) => match &self.drop_in {
+                Some(dir) => fingerprint(dir, &[f, &format!("{}.toml", f.trim_end_matches(".wasm"))]),
+                None => Vec::new(),
+            },
+        }
+    }
+
+    fn drop_in_files(&self) -> Vec<String> {
+        let Some(dir) = &self.drop_in else { return Vec::new() };
+        let mut files: Vec<String> = dir
+            .entries()
+            .map(|it| {
+                it.filter_map(Result::ok)
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| n.ends_with(".wasm") && !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+
+    /// Loads everything at start; any failure is an error naming the file.
+    pub fn initial(&mut self) -> Result<Vec<Arc<Plugin>>, PolicyError> {
+        let mut specs = self.specs.clone();
+        for f in self.drop_in_files() {
+            specs.push(self.drop_in_spec(&f).map_err(PolicyError::Plugin)?);
+        }
+        let mut out = Vec::new();
+        for spec in specs {
+            self.seen.insert(Self::key(&spec), self.fingerprint_of(&spec));
+            out.push(Arc::new(self.load(&spec).map_err(PolicyError::Plugin)?));
+        }
+        Ok(out)
+    }
+
+    /// One watcher pass: returns the new plugin list if anything changed.
+    fn refresh(&mut self, current: &[Arc<Plugin>]) -> Option<Vec<Arc<Plugin>>> {
+        let mut specs = self.specs.clone();
+        let files = self.drop_in_files();
+        let mut changed = false;
+        for f in &files {
+            match self.drop_in_spec(f) {
+                Ok(s) => specs.push(s),
+                Err(e) => {
+                    // A bad sidecar: keep whatever version of the plugin is loaded.
+                    if let Some(p) = current.iter().find(|p| p.name == f.trim_end_matches(".wasm")) {
+                        specs.push(Spec {
+                            name: p.name.clone(),
+                            hook: Some(p.hook),
+                            origin: Origin::DropIn(f.clone()),
+                            config: p.meta.config.clone(),
+                            limits: p.limits,
+                        });
+                    }
+                    let key = format!("drop-in:{f}");
+                    let fp = self.drop_in.as_ref().map(|d| fingerprint(d, &[&format!("{}.toml", f.trim_end_matches(".wasm"))]));
+                    if self.seen.get(&format!("{key}:sidecar")) != fp.as_ref() {
+                        tracing::error!(plugin = %f, error = %e, "cannot read plugin sidecar; keeping the loaded version");
+                        if let Some(fp) = fp {
+                            self.seen.insert(format!("{key}:sidecar"), fp);
+                        }
+                    }
+                }
+            }
+        }
+        let mut next = Vec::new();
+        for spec in &specs {
+            let key = Self::key(spec);
+            let fp = self.fingerprint_of(spec);
+            let olds: Vec<&Arc<Plugin>> =
+                current.iter().filter(|p| p.name == spec.name && p.hook == spec.hook.unwrap_or(p.hook)).collect();
+            if self.seen.get(&key) == Some(&fp) {
+                next.extend(olds.into_iter().cloned());
+                continue;
+            }
+            self.seen.insert(key, fp);
+            let runnable_old: Vec<&Arc<Plugin>> = olds.iter().copied().filter(|p| p.prepared.is_ok()).collect();
+            match self.load_or_hook(spec) {
+                Ok(p) => {
+                    tracing::info!(plugin = %p.name, hash = %p.hash, hook = ?p.hook, "policy plugin loaded");
+                    next.push(Arc::new(p));
+                    changed = true;
+                }
+                Err((_, e)) if !runnable_old.is_empty() => {
+                    tracing::error!(plugin = %spec.name, error = %e, "policy plugin failed to load; keeping the previous version");
+                    next.extend(runnable_old.into_iter().cloned());
+                }
+                Err((hook, e)) => {
+                    // A new plugin that cannot run: its hook (every hook, if its world is
+                    // unknown) denies until it is fixed or removed. Failing open is not an option.
+                    tracing::error!(plugin = %spec.name, error = %e, "policy plugin cannot run; its hook denies until it is fixed or removed");
+                    let hooks = hook.map_or_else(|| vec![Hook::Authorize, Hook::Sudo, Hook::Source], |h| vec![h]);
+                    next.extend(hooks.into_iter().map(|h| Arc::new(Self::broken(spec, h, &e))));
+                    changed = true;
+                }
+            }
+        }
+        // Removed drop-ins disappear from `specs`, so they are simply not carried over.
+        if next.len() != current.len() {
+            changed = true;
+            let live: Vec<String> = specs.iter().map(Self::key).collect();
+            self.seen.retain(|k, _| live.iter().any(|l| k.starts_with(l.as_str())));
+        }
+        changed.then_some(next)
+    }
+
+    /// Polls for changes until the policy is dropped.
+    pub fn watch(mut self, shared: Weak<Shared>) {
+        loop {
+            std::thread::sleep(POLL);
+            let Some(shared) = shared.upgrade() else { return };
+            let current = shared.plugins();
+            if let Some(next) = self.refresh(&current) {
+                shared.replace(next);
+            }
+        }
+    }
+}
+
+fn group_json(g: &crate::config::GroupConfig) -> serde_json::Value {
+    serde_json::json!({
+        "name": g.name,
+        "sudo": g.sudo,
+        "devices": g.devices,
+        "access": match g.access { crate::config::AccessLevel::Full => "full", crate::config::AccessLevel::ReadOnly => "read-only" },
+    })
+}

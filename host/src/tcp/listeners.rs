@@ -1,0 +1,192 @@
+//! Per-access listeners, generic over what is served on them: each live transient access of one
+//! type gets a listener on its allocated port, opened when the access is created (or at start,
+//! for accesses that were live when the gateway stopped) and closed when it ends. The store is
+//! the truth: [`Listeners::sync`] makes the set of listeners match the live accesses, and the
+//! issuer's lifecycle events say when to look.
+//!
+//! Closing an access's listener also flips its `ended` signal, which every connection accepted
+//! on it watches, so ending an access cuts its connections. The Winbox forwarder uses this with
+//! a raw TCP handler; an SSH handler could use it the same way.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+use crate::audit::{self, now_ms};
+use crate::issuer::{Issuer, Lifecycle};
+use crate::store::{AuditEvent, TransientAccess, TransientKind};
+
+/// What a kind of access serves on its listener.
+pub trait AccessHandler: Send + Sync + 'static {
+    /// The accesses this handler serves.
+    const KIND: TransientKind;
+
+    /// Serves `listener` for `access` until the returned future is dropped. `ended` turns true
+    /// when the access ends; every connection accepted must end then too.
+    fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        access: Arc<TransientAccess>,
+        ended: watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send + 'static;
+}
+
+struct Open {
+    task: JoinHandle<()>,
+    ended: watch::Sender<bool>,
+}
+
+/// The listeners of one kind of access, by access id.
+pub struct Listeners<H> {
+    issuer: Arc<Issuer>,
+    handler: Arc<H>,
+    bind_ip: IpAddr,
+    open: Mutex<HashMap<uuid::Uuid, Open>>,
+    /// Serialises `sync` so two concurrent runs do not both bind one port.
+    syncing: tokio::sync::Mutex<()>,
+}
+
+impl<H> std::fmt::Debug for Listeners<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listeners")
+            .field("bind_ip", &self.bind_ip)
+            .field("open", &self.open.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: AccessHandler> Listeners<H> {
+    pub fn new(issuer: Arc<Issuer>, handler: Arc<H>, bind_ip: IpAddr) -> Self {
+        Self {
+            issuer,
+            handler,
+            bind_ip,
+            open: Mutex::new(HashMap::new()),
+            syncing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Number of listeners open now.
+    pub fn open_count(&self) -> usize {
+        self.open.lock().len()
+    }
+
+    /// Opens a listener for every live access of this kind that has none, and closes those of
+    /// accesses that are no longer live.
+    pub async fn sync(&self) {
+        let _one_at_a_time = self.syncing.lock().await;
+        let live = match self.issuer.store().live_transients(now_ms()).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list live transient accesses");
+                return;
+            }
+        };
+        let live: Vec<TransientAccess> = live.into_iter().filter(|a| a.kind == H::KIND).collect();
+        let stale: Vec<uuid::Uuid> = self
+            .open
+            .lock()
+            .iter()
+            .filter(|(id, o)| !live.iter().any(|a| &a.id == *id) || o.task.is_finished())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.close(id).await;
+        }
+        for access in live {
+            if !self.open.lock().contains_key(&access.id) {
+                self.open_one(access).await;
+            }
+        }
+    }
+
+    async fn open_one(&self, access: TransientAccess) {
+        let addr = SocketAddr::new(self.bind_ip, access.port);
+        match TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tracing::info!(access = %access.id, kind = H::KIND.as_str(), %addr, "transient listener open");
+                let (ended, ended_rx) = watch::channel(false);
+                let serve =
+                    self.handler
+                        .clone()
+                        .serve(listener, Arc::new(access.clone()), ended_rx);
+                let task = tokio::spawn(serve);
+                self.open.lock().insert(access.id, Open { task, ended });
+            }
+            Err(e) => {
+                let event = AuditEvent {
+                    subject: Some(access.username.clone()),
+                    device: Some(access.device.clone()),
+                    object: Some(access.id.to_string()),
+                    reason: Some(format!("cannot listen on {addr}: {e}")),
+                    ..audit::event(now_ms(), "transient.listen_failed", None, "error")
+                };
+                if let Err(err) = self.issuer.audit_event(event).await {
+                    tracing::error!(error = %err, "cannot audit a listener failure");
+                }
+            }
+        }
+    }
+
+    /// Closes the listener of an access and cuts its connections. Returns once the port is
+    /// released, so a new access may bind it right away.
+    pub async fn close(&self, id: uuid::Uuid) {
+        let Some(open) = self.open.lock().remove(&id) else {
+            return;
+        };
+        open.ended.send_replace(true);
+        open.task.abort();
+        // The listener is dropped with the task; wait for that (a task mid-poll finishes it).
+        if tokio::time::timeout(Duration::from_secs(1), open.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(access = %id, "listener task slow to stop");
+        }
+        tracing::info!(access = %id, kind = H::KIND.as_str(), "transient listener closed");
+    }
+
+    pub async fn close_all(&self) {
+        let ids: Vec<uuid::Uuid> = self.open.lock().keys().copied().collect();
+        for id in ids {
+            self.close(id).await;
+        }
+    }
+
+    /// Restores the listeners of live accesses, then follows the issuer's lifecycle events
+    /// until `shutdown` resolves, when every listener closes and every connection is cut.
+    /// Subscribe `events` before calling, so an access created meanwhile is not missed.
+    pub async fn run(
+        self: Arc<Self>,
+        mut events: broadcast::Receiver<Lifecycle>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        self.sync().await;
+        tokio::pin!(shutdown);
+        loop {
+            let event = tokio::select! {
+                _ = &mut shutdown => break,
+                e = events.recv() => e,
+            };
+            match event {
+                Ok(Lifecycle::TransientEnded { id }) => self.close(id).await,
+                Ok(Lifecycle::TransientCreated { .. }) => self.sync().await,
+                Ok(Lifecycle::SessionEnded { .. }) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    // Events were lost: rebuild from the store, which is the truth.
+                    tracing::warn!(missed = n, "lifecycle events lagged; resynchronising");
+                    self.sync().await;
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+        self.close_all().await;
+    }
+}

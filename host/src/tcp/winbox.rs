@@ -1,0 +1,185 @@
+//! The Winbox handler: every connection accepted on an access's port is checked by the policy
+//! (`source` and `authorize`, action `connect`, protocol `winbox`, the peer's address) and, if
+//! allowed, spliced to the device's `winbox` address until either side closes or the access
+//! ends. Winbox itself authenticates on the device, with the user the provisioner created.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::TcpError;
+use super::listeners::AccessHandler;
+use super::splice::{self, BufferPool, Counters};
+use crate::audit::{self, now_ms};
+use crate::issuer::Issuer;
+use crate::store::{AuditEvent, TransientAccess, TransientKind};
+
+/// How long the device has to accept the gateway's connection.
+const DEVICE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shared by every Winbox listener.
+#[derive(Debug)]
+pub struct Winbox {
+    issuer: Arc<Issuer>,
+    pool: BufferPool,
+}
+
+impl Winbox {
+    pub fn new(issuer: Arc<Issuer>) -> Self {
+        Self {
+            issuer,
+            pool: BufferPool::default(),
+        }
+    }
+}
+
+impl AccessHandler for Winbox {
+    const KIND: TransientKind = TransientKind::Winbox;
+
+    async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        access: Arc<TransientAccess>,
+        ended: watch::Receiver<bool>,
+    ) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    // Usually EMFILE under overload: back off instead of spinning.
+                    tracing::warn!(error = %e, "winbox accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            tokio::spawn(
+                self.clone()
+                    .connection(stream, peer, access.clone(), ended.clone()),
+            );
+        }
+    }
+}
+
+/// Resolves when the access has ended (or its listener manager is gone).
+async fn until_ended(ended: &mut watch::Receiver<bool>) {
+    let _ = ended.wait_for(|e| *e).await;
+}
+
+impl Winbox {
+    async fn connection(
+        self: Arc<Self>,
+        client: TcpStream,
+        peer: SocketAddr,
+        access: Arc<TransientAccess>,
+        mut ended: watch::Receiver<bool>,
+    ) {
+        // A refusal is audited by the issuer; dropping the stream closes it at once.
+        if self
+            .issuer
+            .connect_winbox(&access, peer.ip())
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let device = tokio::select! {
+            _ = until_ended(&mut ended) => return,
+            d = self.connect_device(&access) => d,
+        };
+        let device = match device {
+            Ok(d) => d,
+            Err(e) => {
+                self.audit(
+                    &access,
+                    peer,
+                    "winbox.device_unreachable",
+                    "error",
+                    e.to_string(),
+                )
+                .await;
+                return;
+            }
+        };
+        let _ = client.set_nodelay(true);
+        let _ = device.set_nodelay(true);
+        let started = Instant::now();
+        // The start row is written beside the forwarding, so connecting never waits on a commit.
+        let issuer = self.issuer.clone();
+        let start_row = self.event(&access, peer, "winbox.connected", "allow", String::new());
+        audit::trace(&start_row);
+        tokio::spawn(async move {
+            if let Err(e) = issuer.store().audit(start_row).await {
+                tracing::error!(error = %e, "cannot write an audit row");
+            }
+        });
+        let counters = Counters::default();
+        let (how, outcome) = tokio::select! {
+            _ = until_ended(&mut ended) => ("cut: the access ended".to_string(), "cut"),
+            r = splice::forward(client, device, &self.pool, &counters) => match r {
+                Ok(()) => ("closed".to_string(), "ok"),
+                Err(e) => (format!("closed: {e}"), "ok"),
+            },
+        };
+        let reason = format!(
+            "{how}; {} bytes up, {} bytes down, {:.1} s",
+            counters.up.load(Ordering::Relaxed),
+            counters.down.load(Ordering::Relaxed),
+            started.elapsed().as_secs_f64()
+        );
+        self.audit(&access, peer, "winbox.closed", outcome, reason)
+            .await;
+    }
+
+    async fn connect_device(&self, access: &TransientAccess) -> Result<TcpStream, TcpError> {
+        let addr = self
+            .issuer
+            .directory()
+            .device(&access.device)
+            .and_then(|d| d.winbox.clone())
+            .ok_or_else(|| TcpError::NoWinboxAddress(access.device.clone()))?;
+        match tokio::time::timeout(DEVICE_CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(source)) => Err(TcpError::Device { addr, source }),
+            Err(_) => Err(TcpError::Device {
+                addr,
+                source: std::io::ErrorKind::TimedOut.into(),
+            }),
+        }
+    }
+
+    fn event(
+        &self,
+        access: &TransientAccess,
+        peer: SocketAddr,
+        name: &str,
+        outcome: &str,
+        reason: String,
+    ) -> AuditEvent {
+        AuditEvent {
+            subject: Some(access.username.clone()),
+            device: Some(access.device.clone()),
+            object: Some(access.id.to_string()),
+            source: Some(peer.ip().to_string()),
+            reason: (!reason.is_empty()).then_some(reason),
+            ..audit::event(now_ms(), name, Some(&access.username), outcome)
+        }
+    }
+
+    async fn audit(
+        &self,
+        access: &TransientAccess,
+        peer: SocketAddr,
+        name: &str,
+        outcome: &str,
+        reason: String,
+    ) {
+        let e = self.event(access, peer, name, outcome, reason);
+        if let Err(err) = self.issuer.audit_event(e).await {
+            tracing::error!(error = %err, "cannot write an audit row");
+        }
+    }
+}

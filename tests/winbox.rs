@@ -1,0 +1,759 @@
+//! End-to-end tests of the Winbox forwarder against the real binary: a real TCP echo server in
+//! this file plays the device's winbox service, clients connect from 127.0.0.1 and 127.0.0.2 to
+//! prove the source policy, and a RouterOS REST test double (tests/support/routeros_double.rs)
+//! plays the device-side user store.
+//!
+//! Expiry is tested without waiting 15 minutes and without a test-only knob in the product:
+//! the test moves the access's `expires_at` in the gateway's SQLite database (WAL mode allows a
+//! second writer process) to a moment later, and the gateway's own sweeper expires it.
+
+mod common;
+#[path = "support/routeros_double.rs"]
+mod routeros_double;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Gateway, client, get, login, post};
+use routeros_double::RouterOsDouble;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+const EDGE_ID: &str = "d290f1ee-6c54-4b01-90e6-d701748f0851";
+const MT_ID: &str = "5b2c1d4e-8f3a-4b6c-9d7e-0a1b2c3d4e5f";
+const ROUTER_USER: &str = "api-admin";
+const ROUTER_PW: &str = "router-Pw-1337";
+
+/// The device's winbox service: echoes every byte back and reports, per connection, how many
+/// bytes it received and their SHA-256.
+struct Echo {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    received: tokio::sync::mpsc::UnboundedReceiver<(u64, [u8; 32])>,
+}
+
+async fn echo_server() -> Echo {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (tx, received) = tokio::sync::mpsc::unbounded_channel();
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut hash = Sha256::new();
+                let mut total = 0u64;
+                loop {
+                    match r.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            hash.update(&buf[..n]);
+                            total += n as u64;
+                            if w.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = w.shutdown().await;
+                let _ = tx.send((total, hash.finalize().into()));
+            });
+        }
+    });
+    Echo {
+        addr,
+        accepted,
+        received,
+    }
+}
+
+fn config(data: &Path, ports: &str, echo: SocketAddr, router: Option<&RouterOsDouble>) -> String {
+    let mt = router.map_or_else(String::new, |r| {
+        format!(
+            r#"
+[[devices]]
+name = "mt-1"
+id = "{MT_ID}"
+winbox = "{echo}"
+provision = "routeros"
+routeros_url = "{url}"
+routeros_cert_sha256 = "{pin}"
+credentials.full = {{ user = "{ROUTER_USER}", password = "{ROUTER_PW}" }}
+"#,
+            url = r.url(),
+            pin = r.cert_sha256
+        )
+    });
+    format!(
+        r#"
+[server]
+data_dir = "{data}"
+api_listen = "127.0.0.1:0"
+ssh_listen = "127.0.0.1:0"
+public_host = "127.0.0.1"
+transient_ports = "{ports}"
+transient_listen_ip = "127.0.0.1"
+sweep_interval_ms = 100
+
+[[groups]]
+name = "admins"
+sudo = true
+devices = ["*"]
+access = "full"
+
+[[users]]
+name = "admin"
+password = "admin-pw"
+groups = ["admins"]
+
+[[devices]]
+name = "edge-1"
+id = "{EDGE_ID}"
+winbox = "{echo}"
+provision = "none"
+{mt}"#,
+        data = data.display(),
+    )
+}
+
+struct Fixture {
+    tmp: tempfile::TempDir,
+    gw: Gateway,
+    ticket: String,
+    http: reqwest::Client,
+}
+
+impl Fixture {
+    async fn start(ports: &str, echo: SocketAddr, router: Option<&RouterOsDouble>) -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("sallyport.toml");
+        std::fs::write(&path, config(&tmp.path().join("data"), ports, echo, router)).unwrap();
+        let gw = Gateway::start(&path);
+        let http = client();
+        let ticket = login(&http, &gw, "admin", "admin-pw").await;
+        Fixture {
+            tmp,
+            gw,
+            ticket,
+            http,
+        }
+    }
+
+    /// Stops the gateway (SIGTERM) and starts it again on the same data directory.
+    async fn restarted(self) -> Fixture {
+        let Fixture { tmp, gw, http, .. } = self;
+        let path = gw.config_path.clone();
+        gw.stop();
+        let gw = Gateway::start(&path);
+        let ticket = login(&http, &gw, "admin", "admin-pw").await;
+        Fixture {
+            tmp,
+            gw,
+            ticket,
+            http,
+        }
+    }
+
+    async fn create(&self, site: &str, body: Value) -> (u16, Value) {
+        post(
+            &self.http,
+            &self.gw,
+            &self.ticket,
+            &format!("/control-plane/{site}/transient-accesses"),
+            body,
+        )
+        .await
+    }
+
+    async fn winbox(&self, cidr: &str) -> Value {
+        let (status, a) = self
+            .create(
+                EDGE_ID,
+                json!({"expire_after_minutes": 15, "type": "winbox", "full_access": true,
+                       "allow_rfc1918": false, "allow_only_cidr": cidr}),
+            )
+            .await;
+        assert_eq!(status, 201, "{a}");
+        a
+    }
+
+    async fn get(&self, site: &str, id: &str) -> Value {
+        let (status, a) = get(
+            &self.http,
+            &self.gw,
+            &self.ticket,
+            &format!("/sites/{site}/transient-accesses/{id}"),
+        )
+        .await;
+        assert_eq!(status, 200, "{a}");
+        a
+    }
+
+    async fn revoke(&self, site: &str, id: &str) -> Value {
+        let r = self
+            .http
+            .delete(
+                self.gw
+                    .url(&format!("/sites/{site}/transient-accesses/{id}")),
+            )
+            .header("ticket", &self.ticket)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    /// Moves an access's `expires_at` to `at` (Unix ms) in the gateway's database.
+    fn set_expires_at(&self, id: &str, at: i64) {
+        let db = rusqlite::Connection::open(self.tmp.path().join("data/sallyport.db")).unwrap();
+        db.busy_timeout(Duration::from_secs(10)).unwrap();
+        let n = db
+            .execute(
+                "UPDATE transient_accesses SET expires_at = ?1 WHERE id = ?2",
+                rusqlite::params![at, id],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+}
+
+fn port_of(a: &Value) -> u16 {
+    a["port"].as_u64().unwrap() as u16
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A TCP connection to the gateway's `port` from source address `from`.
+async fn connect_from(from: &str, port: u16) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0))?;
+    socket
+        .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+}
+
+/// Waits until the access's listener accepts connections (it opens just after the API answers).
+async fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(_) => return,
+            Err(e) if Instant::now() > deadline => panic!("port {port} never opened: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Sends `msg` and reads the echo; false if the connection was closed instead.
+async fn roundtrip(s: &mut TcpStream, msg: &[u8]) -> bool {
+    if s.write_all(msg).await.is_err() {
+        return false;
+    }
+    let mut got = vec![0u8; msg.len()];
+    match tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got)).await {
+        Ok(Ok(_)) => got == msg,
+        Ok(Err(_)) => false,
+        Err(_) => panic!("no answer and no close within 5 s"),
+    }
+}
+
+/// How long until the gateway closes `s` (end of stream or reset), at most `limit`.
+async fn time_to_close(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    loop {
+        match tokio::time::timeout(limit.saturating_sub(start.elapsed()), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
+            Ok(Ok(_)) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn allowed_source_is_forwarded_and_other_sources_are_refused_and_audited() {
+    let echo = echo_server().await;
+    let f = Fixture::start("48000-48009", echo.addr, None).await;
+    let a = f.winbox("127.0.0.1/32").await;
+    assert_eq!(a["type"], "winbox");
+    let port = port_of(&a);
+    assert!((48000..=48009).contains(&port));
+    assert_eq!(
+        a["onclick"],
+        format!(
+            "winbox://127.0.0.1:{port}?username={}&password={}",
+            a["username"].as_str().unwrap(),
+            a["password"].as_str().unwrap()
+        )
+    );
+    wait_listening(port).await;
+    let mut ok = connect_from("127.0.0.1", port).await.unwrap();
+    assert!(roundtrip(&mut ok, b"hello winbox").await);
+    // Let the probe connection of wait_listening reach the device before counting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let before = echo.accepted.load(Ordering::SeqCst);
+    let mut refused = connect_from("127.0.0.2", port).await.unwrap();
+    let _ = refused.write_all(b"let me in").await;
+    let closed = time_to_close(&mut refused, Duration::from_secs(2)).await;
+    assert!(
+        closed.is_some_and(|d| d < Duration::from_secs(1)),
+        "{closed:?}"
+    );
+    // Never reached the device, and the allowed connection is unaffected.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(echo.accepted.load(Ordering::SeqCst), before);
+    assert!(roundtrip(&mut ok, b"still here").await);
+    let log = f.gw.plain_log();
+    assert!(
+        log.lines().any(|l| l.contains("event=connect.refused")
+            && l.contains("source=\"127.0.0.2\"")
+            && l.contains("outside")),
+        "{log}"
+    );
+    assert!(log.contains("event=winbox.connected"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hundred_megabytes_arrive_intact_both_ways() {
+    let mut echo = echo_server().await;
+    let f = Fixture::start("48010-48019", echo.addr, None).await;
+    let a = f.winbox("127.0.0.0/8").await;
+    let port = port_of(&a);
+    wait_listening(port).await;
+    let s = connect_from("127.0.0.1", port).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    const TOTAL: usize = 100 * 1024 * 1024;
+    let sender = tokio::spawn(async move {
+        let mut hash = Sha256::new();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut chunk = vec![0u8; 1024 * 1024];
+        for _ in 0..TOTAL / chunk.len() {
+            for word in chunk.chunks_exact_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                word.copy_from_slice(&x.to_le_bytes());
+            }
+            hash.update(&chunk);
+            w.write_all(&chunk).await.unwrap();
+        }
+        w.shutdown().await.unwrap();
+        <[u8; 32]>::from(hash.finalize())
+    });
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut total = 0usize;
+    loop {
+        let n = r.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+        total += n;
+    }
+    let sent = sender.await.unwrap();
+    let back: [u8; 32] = hash.finalize().into();
+    // The probe connection of wait_listening reports too (0 bytes); take the transfer's.
+    let device_hash = loop {
+        let (n, hash) = tokio::time::timeout(Duration::from_secs(10), echo.received.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if n > 0 {
+            assert_eq!(n, TOTAL as u64);
+            break hash;
+        }
+    };
+    assert_eq!(total, TOTAL);
+    assert_eq!(
+        device_hash, sent,
+        "the device received other bytes than sent"
+    );
+    assert_eq!(back, sent, "the client got other bytes back than it sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoke_cuts_live_connections_within_a_second_and_closes_the_port() {
+    let echo = echo_server().await;
+    let f = Fixture::start("48020-48029", echo.addr, None).await;
+    let a = f.winbox("127.0.0.1/32").await;
+    let (port, id) = (port_of(&a), a["id"].as_str().unwrap().to_string());
+    wait_listening(port).await;
+    let mut live = Vec::new();
+    for _ in 0..3 {
+        let mut s = connect_from("127.0.0.1", port).await.unwrap();
+        assert!(roundtrip(&mut s, b"ping").await);
+        live.push(s);
+    }
+    let start = Instant::now();
+    let revoked = f.revoke(EDGE_ID, &id).await;
+    assert_eq!(revoked["revoked_early"], true);
+    assert_eq!(revoked["expired"], true);
+    for s in &mut live {
+        let left = Duration::from_secs(1).saturating_sub(start.elapsed());
+        let closed = time_to_close(s, left + Duration::from_millis(1)).await;
+        assert!(closed.is_some(), "connection still open 1 s after revoke");
+    }
+    assert!(
+        start.elapsed() <= Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    let err = connect_from("127.0.0.1", port).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    let shown = f.get(EDGE_ID, &id).await;
+    assert_eq!(shown["expired"], true);
+    assert_eq!(shown["revoked_early"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expiry_cuts_within_a_second_and_the_port_is_reused() {
+    let echo = echo_server().await;
+    // One port only: the second access can only get it once the first released it.
+    let f = Fixture::start("48030-48030", echo.addr, None).await;
+    let a = f.winbox("127.0.0.1/32").await;
+    let (port, id) = (port_of(&a), a["id"].as_str().unwrap().to_string());
+    assert_eq!(port, 48030);
+    wait_listening(port).await;
+    let mut s = connect_from("127.0.0.1", port).await.unwrap();
+    assert!(roundtrip(&mut s, b"before expiry").await);
+    let expires_at = now_ms() + 400;
+    f.set_expires_at(&id, expires_at);
+    let closed = time_to_close(&mut s, Duration::from_secs(3)).await;
+    assert!(closed.is_some(), "not cut at expiry");
+    let late = now_ms() - expires_at;
+    assert!(late <= 1000, "cut {late} ms after expires_at");
+    let shown = f.get(EDGE_ID, &id).await;
+    assert_eq!(shown["expired"], true);
+    assert_eq!(shown["revoked_early"], false);
+    assert!(connect_from("127.0.0.1", port).await.is_err());
+
+    let b = f.winbox("127.0.0.1/32").await;
+    assert_eq!(port_of(&b), port);
+    wait_listening(port).await;
+    let mut s = connect_from("127.0.0.1", port).await.unwrap();
+    assert!(roundtrip(&mut s, b"after reuse").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_accesses_are_restored_after_a_restart() {
+    let echo = echo_server().await;
+    let f = Fixture::start("48040-48049", echo.addr, None).await;
+    let live = f.winbox("127.0.0.1/32").await;
+    let gone = f.winbox("127.0.0.1/32").await;
+    let gone_id = gone["id"].as_str().unwrap();
+    f.revoke(EDGE_ID, gone_id).await;
+    wait_listening(port_of(&live)).await;
+    let _f = f.restarted().await;
+    wait_listening(port_of(&live)).await;
+    let mut s = connect_from("127.0.0.1", port_of(&live)).await.unwrap();
+    assert!(roundtrip(&mut s, b"after restart").await);
+    // Restored with its source rule.
+    let mut refused = connect_from("127.0.0.2", port_of(&live)).await.unwrap();
+    assert!(!roundtrip(&mut refused, b"x").await);
+    // The revoked one stays closed.
+    assert!(connect_from("127.0.0.1", port_of(&gone)).await.is_err());
+}
+
+/// The private-range rule, decided by the policy with the peer address given at the issuer's
+/// connect API (no network involved): in-process, on a gateway built from a config.
+#[tokio::test]
+async fn private_sources_follow_allow_rfc1918_through_the_policy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = config(
+        &tmp.path().join("data"),
+        "48050-48059",
+        "127.0.0.1:9".parse().unwrap(),
+        None,
+    );
+    let cfg = sallyport::config::Config::parse(&text, Path::new("t.toml")).unwrap();
+    let (gw, _) = sallyport::server::Gateway::open(cfg).unwrap();
+    let issuer = gw.issuer.clone();
+    let admin = issuer.directory().user("admin").unwrap();
+    let new = |rfc1918: bool, cidr: Option<&str>| sallyport::issuer::NewTransient {
+        expire_after_minutes: 15,
+        kind: sallyport::store::TransientKind::Winbox,
+        full_access: false,
+        allow_rfc1918: rfc1918,
+        allow_only_cidr: cidr.map(Into::into),
+    };
+    let site = EDGE_ID.parse().unwrap();
+    let strict = issuer
+        .create_transient(admin, site, new(false, None), None)
+        .await
+        .unwrap();
+    let open = issuer
+        .create_transient(admin, site, new(true, None), None)
+        .await
+        .unwrap();
+    let narrowed = issuer
+        .create_transient(admin, site, new(true, Some("10.0.0.0/8")), None)
+        .await
+        .unwrap();
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    for private in ["10.1.2.3", "172.16.0.9", "192.168.1.1", "::ffff:10.0.0.1"] {
+        assert!(
+            issuer.connect_winbox(&strict, ip(private)).await.is_err(),
+            "{private} allowed without allow_rfc1918"
+        );
+        assert!(
+            issuer.connect_winbox(&open, ip(private)).await.is_ok(),
+            "{private} refused with allow_rfc1918"
+        );
+    }
+    assert!(
+        issuer
+            .connect_winbox(&strict, ip("203.0.113.7"))
+            .await
+            .is_ok()
+    );
+    assert!(
+        issuer
+            .connect_winbox(&narrowed, ip("10.9.9.9"))
+            .await
+            .is_ok()
+    );
+    assert!(
+        issuer
+            .connect_winbox(&narrowed, ip("192.168.1.1"))
+            .await
+            .is_err()
+    );
+    assert!(
+        issuer
+            .connect_winbox(&narrowed, ip("203.0.113.7"))
+            .await
+            .is_err()
+    );
+    let log = issuer.store().audit_log(50).await.unwrap();
+    assert!(
+        log.iter().any(|e| e.event == "connect.refused"
+            && e.source.as_deref() == Some("10.1.2.3")
+            && e.reason.as_deref().is_some_and(|r| r.contains("RFC 1918"))),
+        "{log:?}"
+    );
+    gw.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn routeros_users_are_created_and_removed_with_exact_requests() {
+    let echo = echo_server().await;
+    let router = RouterOsDouble::start(ROUTER_USER, ROUTER_PW).await;
+    let f = Fixture::start("48060-48069", echo.addr, Some(&router)).await;
+    let (status, a) = f
+        .create(
+            MT_ID,
+            json!({"expire_after_minutes": 30, "type": "winbox", "full_access": true,
+                   "allow_only_cidr": "127.0.0.1/32"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{a}");
+    let (id, username, password) = (
+        a["id"].as_str().unwrap(),
+        a["username"].as_str().unwrap(),
+        a["password"].as_str().unwrap(),
+    );
+    let auth = Some((ROUTER_USER.to_string(), ROUTER_PW.to_string()));
+    assert_eq!(
+        router.requests(),
+        vec![routeros_double::Recorded {
+            method: "PUT".into(),
+            path: "/rest/user".into(),
+            body: Some(
+                json!({"name": username, "group": "full", "password": password,
+                              "comment": format!("sallyport transient access {id}")})
+            ),
+            auth: auth.clone(),
+        }]
+    );
+    assert_eq!(router.users().len(), 1);
+    // Read-only accesses get the `read` group.
+    let (status, ro) = f
+        .create(
+            MT_ID,
+            json!({"expire_after_minutes": 15, "type": "winbox", "full_access": false}),
+        )
+        .await;
+    assert_eq!(status, 201, "{ro}");
+    let last = router.requests().pop().unwrap();
+    assert_eq!(last.body.unwrap()["group"], "read");
+
+    f.revoke(MT_ID, id).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while router.users().len() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "user not removed: {:?}",
+            router.users()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reqs = router.requests();
+    assert_eq!(
+        reqs[2..].to_vec(),
+        vec![
+            routeros_double::Recorded {
+                method: "GET".into(),
+                path: format!("/rest/user?name={username}"),
+                body: None,
+                auth: auth.clone(),
+            },
+            routeros_double::Recorded {
+                method: "DELETE".into(),
+                path: "/rest/user/*1".into(),
+                body: None,
+                auth,
+            },
+        ]
+    );
+    assert_eq!(router.users()[0]["name"], ro["username"]);
+    let log = f.gw.plain_log();
+    assert!(log.contains("event=device_user.created"), "{log}");
+    assert!(log.contains("event=device_user.removed"), "{log}");
+    assert!(!log.contains(password), "the password reached the log");
+}
+
+async fn pending(f: &Fixture, site: &str) -> Vec<Value> {
+    let (status, body) = get(
+        &f.http,
+        &f.gw,
+        &f.ticket,
+        &format!("/sites/{site}/pending-removals"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body.as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_provisioning_answers_502_and_leaves_nothing_behind() {
+    let echo = echo_server().await;
+    let router = RouterOsDouble::start(ROUTER_USER, ROUTER_PW).await;
+    // One port: if the failed access kept it, the next creation would get 503.
+    let f = Fixture::start("48070-48070", echo.addr, Some(&router)).await;
+    router.state.lock().unwrap().reject_put = Some("failure: not enough permissions".into());
+    let body = json!({"expire_after_minutes": 15, "type": "winbox", "full_access": true});
+    let got = f.create(MT_ID, body.clone()).await;
+    common::assert_error(&got, 502, "not enough permissions");
+    assert_eq!(got.1["error"], "bad_gateway");
+    // The failed PUT is followed by a lookup making sure no half-made user remains.
+    let reqs = router.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[1].method, "GET");
+    assert!(router.users().is_empty());
+    let (_, list) = get(
+        &f.http,
+        &f.gw,
+        &f.ticket,
+        &format!("/sites/{MT_ID}/transient-accesses"),
+    )
+    .await;
+    assert_eq!(list, json!([]));
+    assert!(pending(&f, MT_ID).await.is_empty());
+    assert!(TcpStream::connect(("127.0.0.1", 48070)).await.is_err());
+
+    // The port is free again, and a working device gets its user.
+    router.state.lock().unwrap().reject_put = None;
+    let (status, a) = f.create(MT_ID, body).await;
+    assert_eq!(status, 201, "{a}");
+    assert_eq!(port_of(&a), 48070);
+    assert_eq!(router.users().len(), 1);
+    assert!(
+        f.gw.plain_log()
+            .contains("event=transient.provision_failed")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_certificate_other_than_the_pinned_one_is_refused() {
+    let echo = echo_server().await;
+    let router = RouterOsDouble::start(ROUTER_USER, ROUTER_PW).await;
+    let impostor = RouterOsDouble::start(ROUTER_USER, ROUTER_PW).await;
+    // Configured with the real device's pin, but pointed at the impostor.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("sallyport.toml");
+    let text = config(
+        &tmp.path().join("data"),
+        "48080-48089",
+        echo.addr,
+        Some(&router),
+    )
+    .replace(&router.url(), &impostor.url());
+    std::fs::write(&path, text).unwrap();
+    let gw = Gateway::start(&path);
+    let http = client();
+    let ticket = login(&http, &gw, "admin", "admin-pw").await;
+    let got = post(
+        &http,
+        &gw,
+        &ticket,
+        &format!("/control-plane/{MT_ID}/transient-accesses"),
+        json!({"expire_after_minutes": 15, "type": "winbox"}),
+    )
+    .await;
+    common::assert_error(&got, 502, "routeros_cert_sha256");
+    assert!(
+        impostor.requests().is_empty(),
+        "credentials went to an impostor"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn removal_is_retried_while_the_device_is_unreachable_and_shown_pending() {
+    let echo = echo_server().await;
+    let mut router = RouterOsDouble::start(ROUTER_USER, ROUTER_PW).await;
+    let f = Fixture::start("48090-48099", echo.addr, Some(&router)).await;
+    let (status, a) = f
+        .create(
+            MT_ID,
+            json!({"expire_after_minutes": 15, "type": "winbox", "full_access": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{a}");
+    let username = a["username"].as_str().unwrap();
+    router.stop().await;
+    f.revoke(MT_ID, a["id"].as_str().unwrap()).await;
+    // Failing attempts are shown, with the cause.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let shown = loop {
+        let p = pending(&f, MT_ID).await;
+        if p.first().is_some_and(|r| r["attempts"].as_u64() >= Some(2)) {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no retries shown: {p:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(shown.len(), 1);
+    assert_eq!(shown[0]["username"], username);
+    assert_eq!(shown[0]["access_id"], a["id"]);
+    assert!(
+        shown[0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot reach")),
+        "{shown:?}"
+    );
+    // Back online: the next retry removes the user and the queue empties.
+    router.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !router.users().is_empty() || !pending(&f, MT_ID).await.is_empty() {
+        assert!(Instant::now() < deadline, "user never removed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,383 @@
+//! `cargo xtask bench ssh`: the SSH forwarder against the alternatives, in one run.
+//!
+//! Starts a real `sshd` as the device and a second `sshd` as an OpenSSH jump host (both on
+//! loopback, logging in as the current user with a generated key, so no root or user accounts
+//! are needed), and a release build of the gateway in front of the device. Then measures, for
+//! each of *direct* (`ssh device`), *jump* (`ssh -J jump device`) and *sallyport*
+//! (`ssh -p GW user:device@gw` with a one-time key, answered through `SSH_ASKPASS`, not
+//! sshpass, so no pty is added):
+//! - bulk throughput: `--mib` MiB (default 1024) out of the device (`head -c N /dev/zero`)
+//!   and into it (`cat > /dev/null`), best of `--runs`;
+//! - login-to-first-byte: from spawning `ssh … 'echo x'` to its first stdout byte, median of
+//!   `--logins`.
+//!
+//! It prints the numbers and the ratios the issue sets targets for (throughput ≥ 1.0× jump and
+//! ≥ 0.9× direct; login latency ≤ 1.0× jump); record them in BENCHMARKS.md.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::proc;
+
+const DEVICE_ID: &str = "d290f1ee-6c54-4b01-90e6-d701748f0851";
+const API_KEY: &str = "bench-api-key-0123456789abcdef";
+
+/// A child process killed on drop.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn check(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn wait_port(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens on port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// An sshd on loopback that lets the current user in with `pubkey`.
+fn sshd(dir: &Path, pubkey: &str, user: &str) -> anyhow::Result<(Guard, u16)> {
+    std::fs::create_dir_all(dir)?;
+    let host_key = dir.join("host_key");
+    check(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&host_key),
+    )?;
+    std::fs::write(dir.join("authorized_keys"), pubkey)?;
+    let port = free_port()?;
+    let config = dir.join("sshd_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {d}/pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin {root}\n\
+             AllowUsers {user}\nMaxStartups 100\nLogLevel ERROR\n",
+            hk = host_key.display(),
+            d = dir.display(),
+            root = if user == "root" {
+                "prohibit-password"
+            } else {
+                "no"
+            },
+        ),
+    )?;
+    // Privilege separation needs this when running as root.
+    let _ = std::fs::create_dir_all("/run/sshd");
+    let child = Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f"])
+        .arg(&config)
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start /usr/sbin/sshd (install openssh-server)")?;
+    let guard = Guard(child);
+    wait_port(port)?;
+    Ok((guard, port))
+}
+
+/// Starts the gateway and returns it with its API and SSH ports.
+fn gateway(bin: &Path, config: &Path) -> anyhow::Result<(Guard, u16, u16)> {
+    let mut child = Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start sallyport")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let guard = Guard(child);
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let mut text = String::new();
+    let port_of = |text: &str, marker: &str| {
+        text.lines()
+            .find_map(|l| l.split(marker).nth(1))
+            .and_then(|a| a.trim().rsplit(':').next())
+            .and_then(|p| p.parse::<u16>().ok())
+    };
+    // The ssh line is printed last, once every listener is up.
+    while port_of(&text, "ssh listening on ").is_none() {
+        let line = lines
+            .next()
+            .context("sallyport exited before listening")??;
+        text.push_str(&line);
+        text.push('\n');
+    }
+    // Keep draining stdout so the gateway never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    let api = port_of(&text, "api listening on ").context("no api line")?;
+    let ssh = port_of(&text, "ssh listening on ").context("no ssh line")?;
+    Ok((guard, api, ssh))
+}
+
+/// Issues a one-time key over plain HTTP (the bench config turns TLS off).
+fn otk(api: u16, user: &str) -> anyhow::Result<String> {
+    let body = format!(r#"{{"target_device":"dev1","user":"{user}","duration":300}}"#);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", api))?;
+    write!(
+        s,
+        "POST /api/v1/opensession HTTP/1.1\r\nhost: x\r\nusername: bench\r\napi_key: {API_KEY}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    s.read_to_string(&mut response)?;
+    let json = response.split("\r\n\r\n").nth(1).context("no body")?;
+    let v: serde_json::Value =
+        serde_json::from_str(json.trim()).with_context(|| format!("bad response {response:?}"))?;
+    Ok(v["session_token"]
+        .as_str()
+        .context("no session_token")?
+        .to_string())
+}
+
+/// One way of reaching the device.
+struct Route {
+    name: &'static str,
+    /// Arguments after `ssh`, before the remote command.
+    args: Vec<String>,
+    /// One-time keys are needed per login.
+    needs_otk: bool,
+}
+
+struct Env {
+    config: PathBuf,
+    askpass: PathBuf,
+    api: u16,
+}
+
+fn ssh_command(env: &Env, route: &Route, remote: &str) -> anyhow::Result<Command> {
+    let mut cmd = Command::new("ssh");
+    cmd.arg("-F").arg(&env.config).args(&route.args).arg(remote);
+    if route.needs_otk {
+        cmd.env("SP_OTK", otk(env.api, "bench")?)
+            .env("SSH_ASKPASS", &env.askpass)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env("DISPLAY", ":0");
+    }
+    Ok(cmd)
+}
+
+/// Seconds to move `bytes` out of the device.
+fn download(env: &Env, route: &Route, bytes: u64) -> anyhow::Result<f64> {
+    let mut cmd = ssh_command(env, route, &format!("head -c {bytes} /dev/zero"))?;
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd.spawn()?;
+    let mut out = child.stdout.take().context("no stdout")?;
+    let got = std::io::copy(&mut out, &mut std::io::sink())?;
+    let status = child.wait()?;
+    let secs = start.elapsed().as_secs_f64();
+    if !status.success() || got != bytes {
+        bail!(
+            "{}: download got {got} of {bytes} bytes ({status})",
+            route.name
+        );
+    }
+    Ok(secs)
+}
+
+/// Seconds to move `bytes` into the device.
+fn upload(env: &Env, route: &Route, bytes: u64) -> anyhow::Result<f64> {
+    let mut cmd = ssh_command(env, route, "cat > /dev/null")?;
+    cmd.stdin(Stdio::piped()).stdout(Stdio::null());
+    let start = Instant::now();
+    let mut child = cmd.spawn()?;
+    let mut stdin = child.stdin.take().context("no stdin")?;
+    let chunk = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        stdin.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    drop(stdin);
+    let status = child.wait()?;
+    let secs = start.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("{}: upload failed ({status})", route.name);
+    }
+    Ok(secs)
+}
+
+/// Seconds from spawning `ssh … echo x` to the first byte of its output.
+fn first_byte(env: &Env, route: &Route) -> anyhow::Result<f64> {
+    let mut cmd = ssh_command(env, route, "echo x")?;
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd.spawn()?;
+    let mut out = child.stdout.take().context("no stdout")?;
+    let mut b = [0u8; 1];
+    let n = out.read(&mut b)?;
+    let secs = start.elapsed().as_secs_f64();
+    let _ = child.wait();
+    if n == 0 {
+        bail!("{}: no output", route.name);
+    }
+    Ok(secs)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+pub fn run(mib: u64, runs: u64, logins: u64) -> anyhow::Result<()> {
+    let bin = proc::build_release()?;
+    let tmp = tempfile::tempdir()?;
+    let user = check(Command::new("id").arg("-un"))?.trim().to_string();
+    let key = tmp.path().join("id_bench");
+    check(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key),
+    )?;
+    let pubkey = std::fs::read_to_string(key.with_extension("pub"))?;
+    let (_device, device_port) = sshd(&tmp.path().join("device"), &pubkey, &user)?;
+    let (_jump, jump_port) = sshd(&tmp.path().join("jump"), &pubkey, &user)?;
+
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("keys"))?;
+    std::fs::copy(&key, data.join("keys/bench"))?;
+    let gw_config = tmp.path().join("sallyport.toml");
+    std::fs::write(
+        &gw_config,
+        format!(
+            r#"[server]
+data_dir = "{data}"
+api_listen = "127.0.0.1:0"
+ssh_listen = "127.0.0.1:0"
+tls = false
+[[groups]]
+name = "ops"
+devices = ["*"]
+access = "full"
+[[users]]
+name = "bench"
+password = "bench-password"
+groups = ["ops"]
+api_keys = ["{API_KEY}"]
+[[devices]]
+name = "dev1"
+id = "{DEVICE_ID}"
+ssh = "127.0.0.1:{device_port}"
+credentials.full = {{ user = "{user}", key_file = "keys/bench" }}
+"#,
+            data = data.display()
+        ),
+    )?;
+    let (_gw, api, gw_port) = gateway(&bin, &gw_config)?;
+
+    let askpass = tmp.path().join("askpass.sh");
+    std::fs::write(&askpass, "#!/bin/sh\nprintf '%s\\n' \"$SP_OTK\"\n")?;
+    check(Command::new("chmod").arg("700").arg(&askpass))?;
+    let common = "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  BatchMode no\n";
+    let config = tmp.path().join("ssh_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Host device\n  HostName 127.0.0.1\n  Port {device_port}\n  User {user}\n  IdentityFile {k}\n  IdentitiesOnly yes\n{common}\
+             Host jump\n  HostName 127.0.0.1\n  Port {jump_port}\n  User {user}\n  IdentityFile {k}\n  IdentitiesOnly yes\n{common}\
+             Host viajump\n  HostName 127.0.0.1\n  Port {device_port}\n  User {user}\n  IdentityFile {k}\n  IdentitiesOnly yes\n  ProxyJump jump\n{common}\
+             Host gw\n  HostName 127.0.0.1\n  Port {gw_port}\n  User bench:dev1\n  PubkeyAuthentication no\n{common}",
+            k = key.display()
+        ),
+    )?;
+    let env = Env {
+        config,
+        askpass,
+        api,
+    };
+    let routes = [
+        Route {
+            name: "direct",
+            args: vec!["device".into()],
+            needs_otk: false,
+        },
+        Route {
+            name: "ssh -J",
+            args: vec!["viajump".into()],
+            needs_otk: false,
+        },
+        Route {
+            name: "sallyport",
+            args: vec!["gw".into()],
+            needs_otk: true,
+        },
+    ];
+
+    let bytes = mib * 1024 * 1024;
+    println!("bulk: {mib} MiB each way, best of {runs}; login-to-first-byte: median of {logins}");
+    let mut results = Vec::new();
+    for route in &routes {
+        // One warm-up login, so no route pays for first-time page-ins alone.
+        first_byte(&env, route)?;
+        let mut down = f64::INFINITY;
+        let mut up = f64::INFINITY;
+        for _ in 0..runs {
+            down = down.min(download(&env, route, bytes)?);
+            up = up.min(upload(&env, route, bytes)?);
+        }
+        let lat = median(
+            (0..logins)
+                .map(|_| first_byte(&env, route))
+                .collect::<Result<_, _>>()?,
+        );
+        let (down_mib, up_mib) = (mib as f64 / down, mib as f64 / up);
+        println!(
+            "{:>10}: down {down_mib:8.1} MiB/s  up {up_mib:8.1} MiB/s  login-to-first-byte {:7.1} ms",
+            route.name,
+            lat * 1000.0
+        );
+        results.push((down_mib, up_mib, lat));
+    }
+    let [(dd, du, dl), (jd, ju, jl), (sd, su, sl)] = results.as_slice() else {
+        bail!("missing results");
+    };
+    println!("ratios (sallyport / other):");
+    println!(
+        "  throughput down: {:.2}x jump (target >= 1.0), {:.2}x direct (target >= 0.9)",
+        sd / jd,
+        sd / dd
+    );
+    println!(
+        "  throughput up:   {:.2}x jump (target >= 1.0), {:.2}x direct (target >= 0.9)",
+        su / ju,
+        su / du
+    );
+    println!(
+        "  login latency:   {:.2}x jump (target <= 1.0), {:.2}x direct",
+        sl / jl,
+        sl / dl
+    );
+    Ok(())
+}
