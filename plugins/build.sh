@@ -29,7 +29,7 @@ dist="$plugins/dist"
 # name:world of every built-in plugin (crate directory under plugins/).
 builtins=(default-authorize:authorize-policy default-sudo:sudo-policy default-source:source-policy)
 # name:world of the example plugins under examples/ (built and checked, never committed).
-examples=(business-hours:authorize-policy)
+examples=(business-hours:authorize-policy max-ttl:authorize-policy deny-users:authorize-policy)
 
 say() { printf '%s\n' "build.sh: $*" >&2; }
 
