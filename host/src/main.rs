@@ -1,4 +1,7 @@
-//! The `sallyport` command: `serve`, `check-config`, `hash-password`.
+//! The `sallyport` command: `serve`, `check-config`, `hash-password`, and `plugin …` (the
+//! plugin author's tools in `plugin_cli`).
+
+mod plugin_cli;
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -30,6 +33,9 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Read a password from standard input and print its argon2id hash for `password_hash`.
     HashPassword,
+    /// Policy plugins: new, build, test, inspect.
+    #[command(subcommand)]
+    Plugin(plugin_cli::PluginCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,6 +60,7 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Plugin(cmd) => plugin_cli::run(cmd),
         Command::HashPassword => {
             let mut line = String::new();
             std::io::stdin()

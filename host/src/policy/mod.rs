@@ -15,6 +15,8 @@ mod loader;
 /// The built-in rules in native Rust: the benchmark's floor and the reference the built-in
 /// components are tested against. `Policy` never consults it.
 pub mod native;
+/// One component loaded outside the server (`sallyport plugin test` / `inspect`).
+pub mod standalone;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;

@@ -1,0 +1,195 @@
+//! `sallyport plugin new|build|test|inspect`: the plugin author's tools.
+//!
+//! `new` writes a crate from a template (`new.rs`), `build` turns a Rust crate into a policy
+//! component (`build.rs`), `test` runs a component against request fixtures in the host's own
+//! engine (`fixture.rs`, `sallyport::policy::standalone`), and `inspect` shows what a component
+//! is: its world, the `sallyport:policy` version, imports, exports and SHA-256.
+
+mod build;
+mod fixture;
+mod new;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use sallyport::config::Hook;
+use sallyport::policy::standalone::{self, StandaloneLimits, StandalonePlugin};
+
+fn parse_hook(s: &str) -> Result<Hook, String> {
+    match s {
+        "authorize" => Ok(Hook::Authorize),
+        "sudo" => Ok(Hook::Sudo),
+        "source" => Ok(Hook::Source),
+        other => Err(format!("{other:?}: expected authorize, sudo or source")),
+    }
+}
+
+/// The `plugin` subcommands.
+#[derive(Subcommand)]
+pub enum PluginCommand {
+    /// Write a new plugin crate (Cargo.toml, src/lib.rs with tests, README) from a template.
+    New {
+        /// Crate name: lower-case letters, digits, '-' and '_'.
+        name: String,
+        /// The hook it serves: authorize, sudo or source.
+        #[arg(long, default_value = "authorize", value_parser = parse_hook)]
+        hook: Hook,
+        /// Directory to create (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The SDK: a path to sallyport's plugins/sdk, or a version. Default: the checkout this
+        /// binary was built from, if it still exists, else version 0.1.
+        #[arg(long)]
+        sdk: Option<String>,
+    },
+    /// Build a Rust plugin crate into TARGET/components/NAME.wasm and check that it loads.
+    Build {
+        /// The crate directory (default: the current directory).
+        dir: Option<PathBuf>,
+        /// Cargo target directory (default: DIR/target).
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
+        /// Force a guest toolchain: rustup or debian (default: detect).
+        #[arg(long)]
+        toolchain: Option<String>,
+    },
+    /// Run a component on request fixtures (JSON/TOML files or directories of them) and print
+    /// each decision; exits non-zero if a fixture's `[expect]` is not met.
+    Test {
+        component: PathBuf,
+        #[arg(required = true)]
+        fixtures: Vec<PathBuf>,
+        /// Per-decision CPU deadline (default: the server's plugin_deadline_ms).
+        #[arg(long)]
+        deadline_ms: Option<u64>,
+        /// Per-decision memory cap (default: the server's plugin_memory_mb).
+        #[arg(long)]
+        memory_mb: Option<u64>,
+    },
+    /// Print a component's world, policy package version, imports, exports and SHA-256.
+    Inspect { component: PathBuf },
+}
+
+/// Runs one `plugin` subcommand.
+pub fn run(cmd: PluginCommand) -> anyhow::Result<()> {
+    match cmd {
+        PluginCommand::New { name, hook, dir, sdk } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let sdk = new::Sdk::resolve(sdk.as_deref())?;
+            for f in new::create(&name, hook, &dir, &sdk)? {
+                println!("wrote {}", f.display());
+            }
+            match &sdk {
+                new::Sdk::Path(p) => println!("SDK: path {}", p.display()),
+                new::Sdk::Version(v) => println!("SDK: version {v} (not on crates.io yet: pass --sdk PATH to use a checkout)"),
+            }
+            println!("next: cd {} && cargo test && sallyport plugin build", dir.display());
+            Ok(())
+        }
+        PluginCommand::Build { dir, target_dir, toolchain } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            let tc = build::detect(toolchain.as_deref())?;
+            eprintln!("plugin build: guest toolchain {tc:?}");
+            let built = build::build(&dir, target_dir.as_deref(), tc)?;
+            // Default limits are enough to link-check; a Python-sized plugin is not built here.
+            let p = standalone::load(&built.component, StandaloneLimits::default())?;
+            if let Some(e) = p.load_error() {
+                bail!("{} was built but the gateway would refuse it: {e}", built.component.display());
+            }
+            println!("core module {} ({:?} toolchain)", built.core.display(), built.toolchain);
+            println!("{}: {} bytes, world {}, sha256 {}", built.component.display(), p.size, world(&p), p.hash);
+            Ok(())
+        }
+        PluginCommand::Test { component, fixtures, deadline_ms, memory_mb } => test(component, fixtures, deadline_ms, memory_mb),
+        PluginCommand::Inspect { component } => inspect(component),
+    }
+}
+
+fn world(p: &StandalonePlugin) -> String {
+    match p.hook {
+        Some(h) => format!("sallyport:policy/{}", standalone::world_name(h)),
+        None => "none (exports none of authorize, sudo, check-source)".into(),
+    }
+}
+
+fn load(component: &Path, limits: StandaloneLimits) -> anyhow::Result<StandalonePlugin> {
+    standalone::load(component, limits).with_context(|| format!("loading {}", component.display()))
+}
+
+fn inspect(component: PathBuf) -> anyhow::Result<()> {
+    // Generous limits: inspecting allocates nothing per decision, and a cap below what the
+    // component declares would only fail the link check for the wrong reason.
+    let p = load(&component, StandaloneLimits { memory_mb: 512, ..StandaloneLimits::default() })?;
+    println!("component: {}", component.display());
+    println!("sha256:    {}", p.hash);
+    println!("size:      {} bytes", p.size);
+    println!("world:     {}", world(&p));
+    let versions = p.policy_versions();
+    println!(
+        "package:   sallyport:policy@{}",
+        if versions.is_empty() { "? (names no sallyport:policy interface)".into() } else { versions.join(", @") }
+    );
+    println!("imports:");
+    for i in &p.imports {
+        println!("  {} ({})", i.name, i.kind);
+    }
+    println!("exports:");
+    for e in &p.exports {
+        println!("  {} ({})", e.name, e.kind);
+    }
+    if p.foreign_imports().next().is_some() {
+        println!("note:      imports beyond sallyport:policy; WASI is given locked down (no dirs, network, env; fixed clock)");
+    }
+    match p.load_error() {
+        None => println!("loads:     yes"),
+        Some(e) => println!("loads:     no: {e}"),
+    }
+    Ok(())
+}
+
+fn test(component: PathBuf, fixtures: Vec<PathBuf>, deadline_ms: Option<u64>, memory_mb: Option<u64>) -> anyhow::Result<()> {
+    let d = StandaloneLimits::default();
+    let limits = StandaloneLimits {
+        deadline: deadline_ms.map_or(d.deadline, Duration::from_millis),
+        memory_mb: memory_mb.unwrap_or(d.memory_mb),
+    };
+    let p = load(&component, limits)?;
+    println!("{}: {} (sha256 {})", component.display(), world(&p), &p.hash[..16]);
+    if let Some(e) = p.load_error() {
+        println!("warning: the gateway would refuse this component: {e}");
+    }
+    let (mut failed, mut total) = (0, 0);
+    for file in fixture::expand(&fixtures)? {
+        total += 1;
+        let f = match fixture::read(&file) {
+            Ok(f) => f,
+            Err(e) => {
+                failed += 1;
+                println!("ERROR {}: {e:#}", file.display());
+                continue;
+            }
+        };
+        let started = std::time::Instant::now();
+        let outcome = p.decide(&f.request, f.config);
+        let took = started.elapsed();
+        let fault = outcome.as_ref().err().map(|e| format!(" [fault: {}]", e.kind()));
+        let decision = p.as_server(outcome);
+        let line = format!("{}: {}{} ({} µs)", f.name, fixture::describe(&decision), fault.unwrap_or_default(), took.as_micros());
+        match &f.expect {
+            None => println!("      {line}"),
+            Some(expect) => match fixture::check(expect, &decision).with_context(|| file.display().to_string())? {
+                None => println!("PASS  {line}"),
+                Some(why) => {
+                    failed += 1;
+                    println!("FAIL  {line}: {why}");
+                }
+            },
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {total} fixtures failed");
+    }
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! `sallyport plugin new NAME`: writes a ready-to-build plugin crate from a template — a
+//! `Cargo.toml` depending on the SDK, `src/lib.rs` with a working policy for the chosen hook and
+//! its unit tests, a README and a `.gitignore`. The crate is its own workspace so it can live
+//! anywhere, and it tests natively with `cargo test` before any wasm toolchain is involved.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use sallyport::config::Hook;
+
+/// Where the SDK comes from in the generated `Cargo.toml`.
+#[derive(Debug, Clone)]
+pub enum Sdk {
+    /// `sallyport-plugin = { path = "…" }`: a sallyport checkout's `plugins/sdk`.
+    Path(PathBuf),
+    /// `sallyport-plugin = "…"`: a registry version (the SDK is not on crates.io yet; this is
+    /// for a private registry or a later release).
+    Version(String),
+}
+
+impl Sdk {
+    /// `--sdk` as given (a directory that exists is a path, anything else a version), else the
+    /// SDK of the checkout this binary was built from if it is still there, else version 0.1.
+    pub fn resolve(arg: Option<&str>) -> anyhow::Result<Sdk> {
+        if let Some(a) = arg {
+            let p = Path::new(a);
+            return Ok(if p.join("Cargo.toml").is_file() {
+                Sdk::Path(p.canonicalize().with_context(|| format!("resolving {a}"))?)
+            } else if a.chars().next().is_some_and(|c| c.is_ascii_digit() || "=^~".contains(c)) {
+                Sdk::Version(a.to_string())
+            } else {
+                bail!("--sdk {a}: neither an SDK directory (with Cargo.toml) nor a version such as 0.1")
+            });
+        }
+        let built_from = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/sdk"));
+        Ok(match built_from.canonicalize() {
+            Ok(p) if p.join("Cargo.toml").is_file() => Sdk::Path(p),
+            _ => Sdk::Version("0.1".into()),
+        })
+    }
+
+    fn dependency(&self) -> String {
+        match self {
+            Sdk::Path(p) => format!("sallyport-plugin = {{ path = {:?} }}", p.display().to_string()),
+            Sdk::Version(v) => format!(
+                "# Not on crates.io yet: use a private registry, or `--sdk PATH` to a sallyport checkout's plugins/sdk.\nsallyport-plugin = {v:?}"
+            ),
+        }
+    }
+}
+
+fn type_name(crate_name: &str) -> String {
+    crate_name
+        .split(['-', '_'])
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let mut c = p.chars();
+            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Checks a crate name: lower-case ASCII letters, digits, `-` and `_`, starting with a letter.
+pub fn validate_name(name: &str) -> anyhow::Result<()> {
+    let ok = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !ok {
+        bail!("{name:?} is not a plugin name: use lower-case letters, digits, '-' and '_', starting with a letter");
+    }
+    Ok(())
+}
+
+/// Writes the crate into `dir` (which must not exist or be empty) and returns the files written.
+pub fn create(name: &str, hook: Hook, dir: &Path, sdk: &Sdk) -> anyhow::Result<Vec<PathBuf>> {
+    validate_name(name)?;
+    if dir.exists() && dir.read_dir().map(|mut d| d.next().is_some()).unwrap_or(true) {
+        bail!("{} already exists and is not empty", dir.display());
+    }
+    let ty = type_name(name);
+    let files = [
+        ("Cargo.toml", cargo_toml(name, hook, sdk)),
+        ("src/lib.rs", lib_rs(hook, &ty)),
+        ("README.md", readme(name, hook)),
+        (".gitignore", "/target\n/Cargo.lock\n".to_string()),
+    ];
+    let mut written = Vec::new();
+    for (file, text) in files {
+        let path = dir.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+fn hook_word(hook: Hook) -> &'static str {
+    match hook {
+        Hook::Authorize => "authorize",
+        Hook::Sudo => "sudo",
+        Hook::Source => "source",
+    }
+}
+
+fn cargo_toml(name: &str, hook: Hook, sdk: &Sdk) -> String {
+    format!(
+        r#"[package]
+name = "{name}"
+description = "sallyport {hook} policy plugin"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+# A workspace of its own, so it builds wherever it lives (even inside another workspace's tree).
+[workspace]
+
+[lib]
+# cdylib: the wasm core module `sallyport plugin build` turns into a component; rlib: native tests.
+crate-type = ["cdylib", "rlib"]
+
+[dependencies]
+{dep}
+
+# Small guests: fewer pages to fault in for each decision's fresh instance.
+[profile.release]
+opt-level = "s"
+lto = true
+codegen-units = 1
+strip = true
+panic = "abort"
+"#,
+        hook = hook_word(hook),
+        dep = sdk.dependency()
+    )
+}
+
+fn lib_rs(hook: Hook, ty: &str) -> String {
+    let body = match hook {
+        Hook::Authorize => AUTHORIZE,
+        Hook::Sudo => SUDO,
+        Hook::Source => SOURCE,
+    };
+    body.replace("__Policy__", ty)
+}
+
+fn readme(name: &str, hook: Hook) -> String {
+    format!(
+        r#"# {name}
+
+A sallyport policy plugin for the `{hook}` hook (world `{world}` of `sallyport:policy@0.1.0`).
+
+```sh
+cargo test                                  # native unit tests (src/lib.rs)
+sallyport plugin build .                    # → target/components/{name}.wasm (needs a wasm toolchain)
+sallyport plugin test target/components/{name}.wasm fixtures/   # decisions on request fixtures
+sallyport plugin inspect target/components/{name}.wasm
+```
+
+Load it with a `[[plugins]]` entry (`hook = "{hook}"`, `path = ".../{name}.wasm"`, `config = {{ … }}`)
+or by copying the component into the gateway's `plugins_dir`, with its config in `{name}.toml`.
+"#,
+        hook = hook_word(hook),
+        world = sallyport::policy::standalone::world_name(hook),
+    )
+}
+
+const AUTHORIZE: &str = r#"//! An authorize policy: devices tagged with the configured tag (`deny-tag`, default
+//! `frozen`) are read-only; everything else is allowed without narrowing. The other plugins on
+//! the hook (the built-in group rules included) still decide; any deny among them wins.
+
+use sallyport_plugin::{AccessLevel, Authorize, Decision, Grant, Request};
+
+/// The policy. It keeps no state: every decision runs in a fresh instance.
+pub struct __Policy__;
+
+impl Authorize for __Policy__ {
+    fn authorize(r: &Request) -> Decision {
+        let tag = sallyport_plugin::config("deny-tag").unwrap_or_else(|| "frozen".to_string());
+        if !r.device.has_tag(&tag) {
+            return Decision::allow();
+        }
+        if r.access == AccessLevel::Full {
+            return Decision::deny(format!("{} is tagged {tag}: read-only access only", r.device.name));
+        }
+        Decision::allow_with(Grant::new().with_access(AccessLevel::ReadOnly))
+    }
+}
+
+sallyport_plugin::export_authorize!(__Policy__);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sallyport_plugin::{Device, testing};
+
+    fn on(device: Device, access: AccessLevel) -> Decision {
+        __Policy__::authorize(&Request::builder().device(device).access(access).build())
+    }
+
+    #[test]
+    fn tagged_devices_are_read_only() {
+        testing::reset();
+        let frozen = Device::new("sw1").with_tags(["frozen"]);
+        assert!(on(frozen.clone(), AccessLevel::Full).is_deny());
+        assert_eq!(
+            on(frozen, AccessLevel::ReadOnly),
+            Decision::allow_with(Grant::new().with_access(AccessLevel::ReadOnly))
+        );
+        assert_eq!(on(Device::new("sw2"), AccessLevel::Full), Decision::allow());
+    }
+
+    #[test]
+    fn the_tag_is_configurable() {
+        testing::reset();
+        testing::set_config("deny-tag", "maintenance");
+        assert!(on(Device::new("sw1").with_tags(["maintenance"]), AccessLevel::Full).is_deny());
+        assert!(on(Device::new("sw1").with_tags(["frozen"]), AccessLevel::Full).is_allow());
+    }
+}
+"#;
+
+const SUDO: &str = r#"//! A sudo policy: a user may always issue for themself; issuing for another user needs sudo,
+//! or membership of the group named in config `helpers` (default: none), whose members may
+//! issue for others only for at most 15 minutes.
+
+use sallyport_plugin::{Decision, Grant, Request, Sudo};
+
+/// The policy. It keeps no state: every decision runs in a fresh instance.
+pub struct __Policy__;
+
+impl Sudo for __Policy__ {
+    fn sudo(r: &Request) -> Decision {
+        if !r.is_on_behalf() || r.requester.sudo {
+            return Decision::allow();
+        }
+        match sallyport_plugin::config("helpers") {
+            Some(group) if r.requester.in_group(&group) => {
+                Decision::allow_with(Grant::new().with_max_ttl_seconds(15 * 60))
+            }
+            _ => Decision::deny(format!("{} may not issue for {}", r.requester.name, r.subject.name)),
+        }
+    }
+}
+
+sallyport_plugin::export_sudo!(__Policy__);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sallyport_plugin::{Principal, testing};
+
+    fn for_alice(requester: Principal) -> Decision {
+        __Policy__::sudo(&Request::builder().requester(requester).subject(Principal::new("alice")).build())
+    }
+
+    #[test]
+    fn sudo_or_helpers_may_issue_for_others() {
+        testing::reset();
+        assert!(for_alice(Principal::new("root").with_sudo(true)).is_allow());
+        assert!(for_alice(Principal::new("bob").with_groups(["desk"])).is_deny());
+        testing::set_config("helpers", "desk");
+        assert_eq!(
+            for_alice(Principal::new("bob").with_groups(["desk"])),
+            Decision::allow_with(Grant::new().with_max_ttl_seconds(900))
+        );
+        let own = Request::builder().user(Principal::new("carol")).build();
+        assert_eq!(__Policy__::sudo(&own), Decision::allow());
+    }
+}
+"#;
+
+const SOURCE: &str = r#"//! A source policy: connections from the blocks in config `deny-cidrs` (a comma-separated
+//! list, e.g. `"198.51.100.0/24, 2001:db8::/32"`) are refused; every other connection, and
+//! every issuance, gets no opinion (the built-in source rules still apply).
+
+use sallyport_plugin::{Action, CheckSource, Decision, Request, net};
+
+/// The policy. It keeps no state: every decision runs in a fresh instance.
+pub struct __Policy__;
+
+impl CheckSource for __Policy__ {
+    fn check_source(r: &Request) -> Decision {
+        if r.action != Action::Connect {
+            return Decision::Abstain;
+        }
+        let blocks = match net::parse_cidr_list(&sallyport_plugin::config("deny-cidrs").unwrap_or_default()) {
+            Ok(b) => b,
+            Err(e) => return Decision::deny(format!("deny-cidrs: {e}")),
+        };
+        let Some(ip) = r.source.as_deref().and_then(net::parse_source) else {
+            return Decision::deny("no source address");
+        };
+        if blocks.iter().any(|b| b.contains(ip)) {
+            return Decision::deny(format!("connections from {ip} are refused"));
+        }
+        Decision::Abstain
+    }
+}
+
+sallyport_plugin::export_check_source!(__Policy__);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sallyport_plugin::testing;
+
+    fn from(source: &str) -> Decision {
+        __Policy__::check_source(&Request::builder().action(Action::Connect).source(source).build())
+    }
+
+    #[test]
+    fn listed_blocks_are_refused() {
+        testing::reset();
+        testing::set_config("deny-cidrs", "198.51.100.0/24");
+        assert!(from("198.51.100.7").is_deny());
+        assert!(from("203.0.113.7").is_abstain());
+        assert!(__Policy__::check_source(&Request::builder().build()).is_abstain(), "issuance");
+    }
+}
+"#;

@@ -1,0 +1,174 @@
+//! One policy component loaded outside the server, for the `sallyport plugin test` and
+//! `plugin inspect` commands (and for anyone embedding the engine in a tool).
+//!
+//! It runs the component exactly as the gateway does — the same engine settings, linker, WASI
+//! lock-down, fresh store per decision, deadline and memory cap, and the same fault
+//! classification — but without a data directory (no compile cache), reload watcher, metrics
+//! or audit log. A component that decodes but cannot be linked still loads, so `inspect` can
+//! show what it imports; deciding with it is then the same fault-deny the server gives.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::Component;
+use wasmtime::component::types::{ComponentExtern, ComponentItem};
+
+use super::engine::{self, Limits, PluginMeta, PolicyEngine, Prepared};
+use super::{Decision, Fault, Request};
+use crate::config::{Hook, ServerConfig};
+
+/// Why a component file could not be loaded at all.
+#[derive(Debug, thiserror::Error)]
+pub enum StandaloneError {
+    #[error("cannot read {0}: {1}")]
+    Read(String, std::io::Error),
+    #[error(transparent)]
+    Load(#[from] engine::LoadError),
+}
+
+/// Per-decision limits; the defaults are the server's (`plugin_deadline_ms`, `plugin_memory_mb`).
+#[derive(Debug, Clone, Copy)]
+pub struct StandaloneLimits {
+    pub deadline: Duration,
+    pub memory_mb: u64,
+}
+
+impl Default for StandaloneLimits {
+    fn default() -> Self {
+        let s = ServerConfig::default();
+        Self { deadline: Duration::from_millis(s.plugin_deadline_ms), memory_mb: s.plugin_memory_mb }
+    }
+}
+
+/// One item a component imports or exports, with its kind (`instance`, `func`, `type`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub name: String,
+    pub kind: &'static str,
+}
+
+/// A loaded component and what is known about it.
+pub struct StandalonePlugin {
+    /// File stem: the name the server would give it as a drop-in.
+    pub name: String,
+    /// Hex SHA-256 of the file, as in the server's log, metrics and audit rows.
+    pub hash: String,
+    pub size: usize,
+    /// The hook its export declares, if it exports one of `authorize`, `sudo`, `check-source`.
+    pub hook: Option<Hook>,
+    pub imports: Vec<Item>,
+    pub exports: Vec<Item>,
+    /// Linked and pre-instantiated, or why it cannot be (the server would refuse it).
+    prepared: Result<Prepared, String>,
+    pub limits: StandaloneLimits,
+    engine: Arc<PolicyEngine>,
+}
+
+impl std::fmt::Debug for StandalonePlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StandalonePlugin").field("name", &self.name).field("hook", &self.hook).field("hash", &self.hash).finish()
+    }
+}
+
+fn kind(item: &ComponentItem) -> &'static str {
+    match item {
+        ComponentItem::ComponentFunc(_) => "func",
+        ComponentItem::CoreFunc(_) => "core func",
+        ComponentItem::Module(_) => "module",
+        ComponentItem::Component(_) => "component",
+        ComponentItem::ComponentInstance(_) => "instance",
+        ComponentItem::Type(_) => "type",
+        ComponentItem::Resource(_) => "resource",
+    }
+}
+
+/// The WIT world of a hook in `sallyport:policy@0.1.0`.
+pub fn world_name(hook: Hook) -> &'static str {
+    match hook {
+        Hook::Authorize => "authorize-policy",
+        Hook::Sudo => "sudo-policy",
+        Hook::Source => "source-policy",
+    }
+}
+
+/// Loads and links the component at `path` (compiled in memory; nothing is cached).
+pub fn load(path: &Path, limits: StandaloneLimits) -> Result<StandalonePlugin, StandaloneError> {
+    let bytes = std::fs::read(path).map_err(|e| StandaloneError::Read(path.display().to_string(), e))?;
+    let name = path.file_stem().map_or_else(|| "plugin".to_string(), |s| s.to_string_lossy().into_owned());
+    load_bytes(&name, &bytes, limits)
+}
+
+/// [`load`] for bytes already in memory; `name` is used in messages.
+pub fn load_bytes(name: &str, bytes: &[u8], limits: StandaloneLimits) -> Result<StandalonePlugin, StandaloneError> {
+    let engine = Arc::new(PolicyEngine::new(mb(limits.memory_mb))?);
+    let component = Component::new(engine.engine(), bytes)
+        .map_err(|e| engine::LoadError::Compile(name.to_string(), format!("{e:#}")))?;
+    let ty = component.component_type();
+    let items = |it: &mut dyn Iterator<Item = (&str, ComponentExtern<'_>)>| -> Vec<Item> {
+        it.map(|(n, i)| Item { name: n.to_string(), kind: kind(&i.ty) }).collect()
+    };
+    let imports = items(&mut ty.imports(engine.engine()));
+    let exports = items(&mut ty.exports(engine.engine()));
+    let hook = engine.world_of(name, &component).ok();
+    let prepared = match hook {
+        Some(h) => engine.prepare(name, h, &component).map_err(|e| e.to_string()),
+        None => Err(engine::LoadError::NoWorld(name.to_string()).to_string()),
+    };
+    Ok(StandalonePlugin {
+        name: name.to_string(),
+        hash: super::content_hash(bytes),
+        size: bytes.len(),
+        hook,
+        imports,
+        exports,
+        prepared,
+        limits,
+        engine,
+    })
+}
+
+fn mb(n: u64) -> usize {
+    (n as usize).saturating_mul(1 << 20)
+}
+
+impl StandalonePlugin {
+    /// Why the server would refuse this component (wrong world, an import it lacks), if it would.
+    pub fn load_error(&self) -> Option<&str> {
+        self.prepared.as_ref().err().map(String::as_str)
+    }
+
+    /// The versions of `sallyport:policy` its imports name (`0.1.0`), sorted and unique.
+    pub fn policy_versions(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .imports
+            .iter()
+            .chain(&self.exports)
+            .filter(|i| i.name.starts_with("sallyport:policy/"))
+            .filter_map(|i| i.name.split_once('@').map(|(_, ver)| ver.to_string()))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Imports beyond `sallyport:policy`: WASI (given locked down) or anything else.
+    pub fn foreign_imports(&self) -> impl Iterator<Item = &Item> {
+        self.imports.iter().filter(|i| !i.name.starts_with("sallyport:policy/"))
+    }
+
+    /// One decision for its hook, with `config` as its `host.config` table. A fault is returned
+    /// as such; the server would turn it into a deny naming the plugin ([`Self::as_server`]).
+    pub fn decide(&self, r: &Request, config: HashMap<String, String>) -> Result<Decision, Fault> {
+        let prepared = self.prepared.as_ref().map_err(|e| Fault::Unloadable(e.clone()))?;
+        let meta = Arc::new(PluginMeta { name: self.name.clone(), config });
+        let limits = Limits { deadline: self.limits.deadline, memory_bytes: mb(self.limits.memory_mb) };
+        self.engine.decide(prepared, &meta, limits, r)
+    }
+
+    /// What the server makes of an outcome: a fault is a deny naming the plugin.
+    pub fn as_server(&self, outcome: Result<Decision, Fault>) -> Decision {
+        outcome.unwrap_or_else(|fault| Decision::Deny(format!("policy plugin {} {fault}", self.name)))
+    }
+}
