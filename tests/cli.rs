@@ -1,5 +1,6 @@
 //! The command line: `serve` with no configuration (embedded defaults, a generated admin
-//! password printed once), `check-config` on good and bad files, `hash-password`.
+//! password printed once), `check-config` on good and bad files, `hash-password`, and the
+//! plugin tools (`plugin inspect`, `plugin test` with fixtures, `plugin new`).
 
 mod common;
 
@@ -107,4 +108,147 @@ async fn serve_without_config_uses_embedded_defaults() {
     // A fresh client: the old one pools a connection to the previous process on this port.
     login(&client(), &gw, "admin", &password).await;
     gw.stop();
+}
+
+// ---- sallyport plugin new | test | inspect ----
+
+#[path = "common/hostile.rs"]
+mod hostile;
+
+fn repo(path: &str) -> String {
+    format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn text(out: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn plugin_inspect_shows_world_version_imports_exports_and_hash() {
+    use sha2::Digest;
+    let file = repo("plugins/dist/default-sudo.wasm");
+    let out = sallyport(&["plugin", "inspect", &file]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let hash = hex::encode(sha2::Sha256::digest(std::fs::read(&file).unwrap()));
+    for needle in [
+        format!("sha256:    {hash}"),
+        "world:     sallyport:policy/sudo-policy".into(),
+        "package:   sallyport:policy@0.1.0".into(),
+        "  sallyport:policy/types@0.1.0 (instance)".into(),
+        "exports:\n  sudo (func)".into(),
+        "loads:     yes".into(),
+    ] {
+        assert!(stdout.contains(&needle), "missing {needle:?} in\n{stdout}");
+    }
+
+    // A component the gateway would refuse is still described, with the reason.
+    let tmp = tempfile::tempdir().unwrap();
+    let evil = tmp.path().join("evil.wasm");
+    std::fs::write(&evil, hostile::evil_import("authorize")).unwrap();
+    let out = sallyport(&["plugin", "inspect", evil.to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("  evil:net/socket (instance)"), "{stdout}");
+    assert!(stdout.contains("loads:     no:") && stdout.contains("evil:net/socket"), "{stdout}");
+    assert!(stdout.contains("world:     sallyport:policy/authorize-policy"), "{stdout}");
+
+    let out = sallyport(&["plugin", "inspect", "/nonexistent.wasm"]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("cannot read /nonexistent.wasm"), "{:?}", text(&out));
+}
+
+#[test]
+fn plugin_test_runs_fixtures_and_fails_on_a_mismatch() {
+    let wasm = repo("plugins/dist/default-sudo.wasm");
+    let fixtures = repo("tests/fixtures/default-sudo");
+    let out = sallyport(&["plugin", "test", &wasm, &fixtures]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout.matches("PASS  ").count(), 3, "{stdout}");
+    assert!(
+        stdout.contains("PASS  bob may not issue for alice: deny: bob may not issue for alice: issuing for another user needs a group with sudo"),
+        "{stdout}"
+    );
+
+    // A wrong expectation fails the run and says what differs; a fixture without one prints.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("wrong.json"),
+        r#"{"request": {"requester": {"name": "bob"}, "subject": {"name": "alice"}}, "expect": {"decision": "allow"}}"#,
+    )
+    .unwrap();
+    std::fs::write(tmp.path().join("plain.toml"), "[request]\nuser = { name = \"carol\" }\n").unwrap();
+    let out = sallyport(&["plugin", "test", &wasm, tmp.path().to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("FAIL  wrong: deny: bob may not issue for alice") && stdout.contains("expected allow"), "{stdout}");
+    assert!(stdout.contains("      plain: allow"), "{stdout}");
+    assert!(stderr.contains("1 of 2 fixtures failed"), "{stderr}");
+
+    // Configuration reaches the plugin, and a fault is the server's deny naming the plugin.
+    let auth = tmp.path().join("auth");
+    std::fs::create_dir_all(&auth).unwrap();
+    std::fs::write(
+        auth.join("groups.toml"),
+        "[config]\ngroups = '[{\"name\":\"ops\",\"sudo\":false,\"devices\":[\"edge-*\"],\"access\":\"read-only\"}]'\n\
+         [request]\nuser = { name = \"alice\", groups = [\"ops\"] }\ndevice = { name = \"edge-1\" }\naccess = \"read-only\"\n\
+         [expect]\ndecision = \"allow\"\naccess = \"read-only\"\n",
+    )
+    .unwrap();
+    let out = sallyport(&["plugin", "test", &repo("plugins/dist/default-authorize.wasm"), auth.to_str().unwrap()]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(text(&out).0.contains("PASS  groups: allow (access read-only)"), "{:?}", text(&out));
+    let trap = tmp.path().join("trap.wasm");
+    std::fs::write(&trap, hostile::trap("sudo")).unwrap();
+    std::fs::write(
+        auth.join("groups.toml"),
+        "[expect]\ndecision = \"deny\"\nreason-contains = \"policy plugin trap trapped\"\n",
+    )
+    .unwrap();
+    let out = sallyport(&["plugin", "test", trap.to_str().unwrap(), auth.to_str().unwrap()]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(text(&out).0.contains("[fault: trap]"), "{:?}", text(&out));
+}
+
+#[test]
+fn plugin_new_writes_a_crate_that_tests_natively() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("frozen");
+    let out = sallyport(&["plugin", "new", "frozen-devices", "--dir", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let cargo_toml = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+    let sdk = std::path::Path::new(&repo("plugins/sdk")).canonicalize().unwrap();
+    assert!(cargo_toml.contains(&format!("sallyport-plugin = {{ path = {:?} }}", sdk.display().to_string())), "{cargo_toml}");
+    let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
+    assert!(lib.contains("export_authorize!(FrozenDevices)"), "{lib}");
+    // Refuses to overwrite, and rejects names cargo would not take.
+    assert!(!sallyport(&["plugin", "new", "frozen-devices", "--dir", dir.to_str().unwrap()]).status.success());
+    let out = sallyport(&["plugin", "new", "Bad Name", "--dir", tmp.path().join("x").to_str().unwrap()]);
+    assert!(!out.status.success() && text(&out).1.contains("is not a plugin name"));
+    let out = sallyport(&["plugin", "new", "x", "--hook", "root"]);
+    assert!(!out.status.success() && text(&out).1.contains("expected authorize, sudo or source"));
+
+    for (hook, export) in [("sudo", "export_sudo!(MySudo)"), ("source", "export_check_source!(MySource)")] {
+        let d = tmp.path().join(hook);
+        assert!(sallyport(&["plugin", "new", &format!("my-{hook}"), "--hook", hook, "--dir", d.to_str().unwrap()]).status.success());
+        let lib = std::fs::read_to_string(d.join("src/lib.rs")).unwrap();
+        assert!(lib.contains(export), "{lib}");
+    }
+
+    // The generated crate's own tests pass with plain `cargo test` (offline: the SDK's
+    // dependencies are in the local registry cache once the plugins workspace was built; the
+    // guest target dir already holds them compiled natively).
+    let out = Command::new(env!("CARGO"))
+        .args(["test", "--offline", "--quiet"])
+        .current_dir(&dir)
+        .env("CARGO_TARGET_DIR", repo("target/wasm-guests"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "cargo test in the generated crate failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("2 passed"), "{stdout}");
 }
