@@ -2,8 +2,12 @@
 //!
 //! `cargo xtask bench issue [--seconds N] [--connections N]` measures one-time-key issuance over
 //! HTTPS against a release build of the gateway started as its own process.
+//!
+//! `cargo xtask bench tcp [--seconds N] [--connects N] [--idle N]` measures the Winbox (raw TCP)
+//! forwarder against direct and `socat`: iperf3 throughput, connect latency, idle memory.
 
 mod bench_issue;
+mod bench_tcp;
 mod load;
 mod proc;
 
@@ -30,6 +34,11 @@ fn main() -> anyhow::Result<()> {
         ["bench", "issue", ..] => {
             bench_issue::run(flag("--seconds", 10)?, flag("--connections", 32)? as usize)
         }
+        ["bench", "tcp", ..] => bench_tcp::run(
+            flag("--seconds", 5)?,
+            flag("--connects", 2000)? as usize,
+            flag("--idle", 10000)? as usize,
+        ),
         _ => bail!("usage: cargo xtask bench issue [--seconds N] [--connections N]"),
     }
 }
