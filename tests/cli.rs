@@ -153,12 +153,22 @@ fn plugin_inspect_shows_world_version_imports_exports_and_hash() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("  evil:net/socket (instance)"), "{stdout}");
-    assert!(stdout.contains("loads:     no:") && stdout.contains("evil:net/socket"), "{stdout}");
-    assert!(stdout.contains("world:     sallyport:policy/authorize-policy"), "{stdout}");
+    assert!(
+        stdout.contains("loads:     no:") && stdout.contains("evil:net/socket"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("world:     sallyport:policy/authorize-policy"),
+        "{stdout}"
+    );
 
     let out = sallyport(&["plugin", "inspect", "/nonexistent.wasm"]);
     assert!(!out.status.success());
-    assert!(text(&out).1.contains("cannot read /nonexistent.wasm"), "{:?}", text(&out));
+    assert!(
+        text(&out).1.contains("cannot read /nonexistent.wasm"),
+        "{:?}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -181,11 +191,19 @@ fn plugin_test_runs_fixtures_and_fails_on_a_mismatch() {
         r#"{"request": {"requester": {"name": "bob"}, "subject": {"name": "alice"}}, "expect": {"decision": "allow"}}"#,
     )
     .unwrap();
-    std::fs::write(tmp.path().join("plain.toml"), "[request]\nuser = { name = \"carol\" }\n").unwrap();
+    std::fs::write(
+        tmp.path().join("plain.toml"),
+        "[request]\nuser = { name = \"carol\" }\n",
+    )
+    .unwrap();
     let out = sallyport(&["plugin", "test", &wasm, tmp.path().to_str().unwrap()]);
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{stdout}");
-    assert!(stdout.contains("FAIL  wrong: deny: bob may not issue for alice") && stdout.contains("expected allow"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  wrong: deny: bob may not issue for alice")
+            && stdout.contains("expected allow"),
+        "{stdout}"
+    );
     assert!(stdout.contains("      plain: allow"), "{stdout}");
     assert!(stderr.contains("1 of 2 fixtures failed"), "{stderr}");
 
@@ -199,9 +217,20 @@ fn plugin_test_runs_fixtures_and_fails_on_a_mismatch() {
          [expect]\ndecision = \"allow\"\naccess = \"read-only\"\n",
     )
     .unwrap();
-    let out = sallyport(&["plugin", "test", &repo("plugins/dist/default-authorize.wasm"), auth.to_str().unwrap()]);
+    let out = sallyport(&[
+        "plugin",
+        "test",
+        &repo("plugins/dist/default-authorize.wasm"),
+        auth.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{:?}", text(&out));
-    assert!(text(&out).0.contains("PASS  groups: allow (access read-only)"), "{:?}", text(&out));
+    assert!(
+        text(&out)
+            .0
+            .contains("PASS  groups: allow (access read-only)"),
+        "{:?}",
+        text(&out)
+    );
     let trap = tmp.path().join("trap.wasm");
     std::fs::write(&trap, hostile::trap("sudo")).unwrap();
     std::fs::write(
@@ -209,7 +238,12 @@ fn plugin_test_runs_fixtures_and_fails_on_a_mismatch() {
         "[expect]\ndecision = \"deny\"\nreason-contains = \"policy plugin trap trapped\"\n",
     )
     .unwrap();
-    let out = sallyport(&["plugin", "test", trap.to_str().unwrap(), auth.to_str().unwrap()]);
+    let out = sallyport(&[
+        "plugin",
+        "test",
+        trap.to_str().unwrap(),
+        auth.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{:?}", text(&out));
     assert!(text(&out).0.contains("[fault: trap]"), "{:?}", text(&out));
 }
@@ -218,23 +252,68 @@ fn plugin_test_runs_fixtures_and_fails_on_a_mismatch() {
 fn plugin_new_writes_a_crate_that_tests_natively() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("frozen");
-    let out = sallyport(&["plugin", "new", "frozen-devices", "--dir", dir.to_str().unwrap()]);
+    let out = sallyport(&[
+        "plugin",
+        "new",
+        "frozen-devices",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{:?}", text(&out));
     let cargo_toml = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
-    let sdk = std::path::Path::new(&repo("plugins/sdk")).canonicalize().unwrap();
-    assert!(cargo_toml.contains(&format!("sallyport-plugin = {{ path = {:?} }}", sdk.display().to_string())), "{cargo_toml}");
+    let sdk = std::path::Path::new(&repo("plugins/sdk"))
+        .canonicalize()
+        .unwrap();
+    assert!(
+        cargo_toml.contains(&format!(
+            "sallyport-plugin = {{ path = {:?} }}",
+            sdk.display().to_string()
+        )),
+        "{cargo_toml}"
+    );
     let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
     assert!(lib.contains("export_authorize!(FrozenDevices)"), "{lib}");
     // Refuses to overwrite, and rejects names cargo would not take.
-    assert!(!sallyport(&["plugin", "new", "frozen-devices", "--dir", dir.to_str().unwrap()]).status.success());
-    let out = sallyport(&["plugin", "new", "Bad Name", "--dir", tmp.path().join("x").to_str().unwrap()]);
+    assert!(
+        !sallyport(&[
+            "plugin",
+            "new",
+            "frozen-devices",
+            "--dir",
+            dir.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    let out = sallyport(&[
+        "plugin",
+        "new",
+        "Bad Name",
+        "--dir",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
     assert!(!out.status.success() && text(&out).1.contains("is not a plugin name"));
     let out = sallyport(&["plugin", "new", "x", "--hook", "root"]);
     assert!(!out.status.success() && text(&out).1.contains("expected authorize, sudo or source"));
 
-    for (hook, export) in [("sudo", "export_sudo!(MySudo)"), ("source", "export_check_source!(MySource)")] {
+    for (hook, export) in [
+        ("sudo", "export_sudo!(MySudo)"),
+        ("source", "export_check_source!(MySource)"),
+    ] {
         let d = tmp.path().join(hook);
-        assert!(sallyport(&["plugin", "new", &format!("my-{hook}"), "--hook", hook, "--dir", d.to_str().unwrap()]).status.success());
+        assert!(
+            sallyport(&[
+                "plugin",
+                "new",
+                &format!("my-{hook}"),
+                "--hook",
+                hook,
+                "--dir",
+                d.to_str().unwrap()
+            ])
+            .status
+            .success()
+        );
         let lib = std::fs::read_to_string(d.join("src/lib.rs")).unwrap();
         assert!(lib.contains(export), "{lib}");
     }
@@ -249,7 +328,10 @@ fn plugin_new_writes_a_crate_that_tests_natively() {
         .output()
         .unwrap();
     let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "cargo test in the generated crate failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "cargo test in the generated crate failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("2 passed"), "{stdout}");
 }
 
@@ -257,24 +339,47 @@ fn plugin_new_writes_a_crate_that_tests_natively() {
 fn plugin_build_makes_a_component_that_the_engine_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("frozen");
-    assert!(sallyport(&["plugin", "new", "frozen-devices", "--dir", dir.to_str().unwrap()]).status.success());
+    assert!(
+        sallyport(&[
+            "plugin",
+            "new",
+            "frozen-devices",
+            "--dir",
+            dir.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
     // A target dir that outlives the test: the first build compiles the guest std (minutes),
     // later ones only the crate.
     let target = repo("target/wasm-guests-cli-test");
     let out = Command::new(env!("CARGO_BIN_EXE_sallyport"))
-        .args(["plugin", "build", dir.to_str().unwrap(), "--target-dir", &target])
+        .args([
+            "plugin",
+            "build",
+            dir.to_str().unwrap(),
+            "--target-dir",
+            &target,
+        ])
         .output()
         .unwrap();
     let (stdout, stderr) = text(&out);
     if stderr.contains("no toolchain can build wasm32 guests") {
         let msg = "no wasm toolchain: install one with `plugins/build.sh --install`";
-        assert!(std::env::var_os("CI").is_none(), "{msg} (CI is set: .ci/before-tests installs it)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{msg} (CI is set: .ci/before-tests installs it)"
+        );
         eprintln!("\n!!!!!!!! SKIPPED plugin build: {msg} !!!!!!!!\n");
         return;
     }
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let wasm = format!("{target}/components/frozen-devices.wasm");
-    assert!(stdout.contains(&format!("{wasm}: ")) && stdout.contains("world sallyport:policy/authorize-policy"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{wasm}: "))
+            && stdout.contains("world sallyport:policy/authorize-policy"),
+        "{stdout}"
+    );
 
     let fixtures = tmp.path().join("fixtures");
     std::fs::create_dir_all(&fixtures).unwrap();
@@ -290,5 +395,10 @@ fn plugin_build_makes_a_component_that_the_engine_runs() {
     .unwrap();
     let out = sallyport(&["plugin", "test", &wasm, fixtures.to_str().unwrap()]);
     assert!(out.status.success(), "{:?}", text(&out));
-    assert_eq!(text(&out).0.matches("PASS  ").count(), 2, "{:?}", text(&out));
+    assert_eq!(
+        text(&out).0.matches("PASS  ").count(),
+        2,
+        "{:?}",
+        text(&out)
+    );
 }

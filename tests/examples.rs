@@ -29,8 +29,14 @@ fn component(name: &str) -> Option<PathBuf> {
     } else {
         "plugins/build.sh"
     };
-    let msg = format!("example component {} is missing: build it with `{script}`", path.display());
-    assert!(std::env::var_os("CI").is_none(), "{msg} (CI is set: the examples must be built before the tests)");
+    let msg = format!(
+        "example component {} is missing: build it with `{script}`",
+        path.display()
+    );
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{msg} (CI is set: the examples must be built before the tests)"
+    );
     eprintln!("\n!!!!!!!! SKIPPED: {msg} !!!!!!!!\n");
     None
 }
@@ -40,29 +46,63 @@ fn component(name: &str) -> Option<PathBuf> {
 /// compiled-component cache carries over between gateways started one after the other.
 fn write_config(tmp: &Path, ports: &str, extra: &str) -> PathBuf {
     let path = tmp.join("sallyport.toml");
-    std::fs::write(&path, format!("{}\n{extra}", config(&tmp.join("data"), ports))).unwrap();
+    std::fs::write(
+        &path,
+        format!("{}\n{extra}", config(&tmp.join("data"), ports)),
+    )
+    .unwrap();
     path
 }
 
 fn plugin(path: &Path, config: &str) -> String {
-    format!("[[plugins]]\nhook = \"authorize\"\npath = \"{}\"\nconfig = {{ {config} }}\n", path.display())
+    format!(
+        "[[plugins]]\nhook = \"authorize\"\npath = \"{}\"\nconfig = {{ {config} }}\n",
+        path.display()
+    )
 }
 
-async fn open(c: &reqwest::Client, gw: &Gateway, ticket: &str, user: &str, device: &str, duration: u64) -> (u16, serde_json::Value) {
-    post(c, gw, ticket, "/api/v1/opensession", json!({"user": user, "target_device": device, "duration": duration})).await
+async fn open(
+    c: &reqwest::Client,
+    gw: &Gateway,
+    ticket: &str,
+    user: &str,
+    device: &str,
+    duration: u64,
+) -> (u16, serde_json::Value) {
+    post(
+        c,
+        gw,
+        ticket,
+        "/api/v1/opensession",
+        json!({"user": user, "target_device": device, "duration": duration}),
+    )
+    .await
 }
 
 /// `expires_at - created_at` in seconds of the only session of `user` in the tracking list.
-async fn session_lifetime(c: &reqwest::Client, gw: &Gateway, ticket: &str, user: &str) -> (i64, serde_json::Value) {
+async fn session_lifetime(
+    c: &reqwest::Client,
+    gw: &Gateway,
+    ticket: &str,
+    user: &str,
+) -> (i64, serde_json::Value) {
     let (status, list) = get(c, gw, ticket, "/api/v1/tracking/opensessions").await;
     assert_eq!(status, 200, "{list}");
-    let sessions: Vec<&serde_json::Value> = list.as_array().unwrap().iter().filter(|s| s["user"] == user).collect();
+    let sessions: Vec<&serde_json::Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["user"] == user)
+        .collect();
     assert_eq!(sessions.len(), 1, "{list}");
     let t = |k: &str| {
         let s = sessions[0][k].as_str().unwrap();
         time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
     };
-    ((t("expires_at") - t("created_at")).whole_seconds(), sessions[0].clone())
+    (
+        (t("expires_at") - t("created_at")).whole_seconds(),
+        sessions[0].clone(),
+    )
 }
 
 fn now_utc() -> time::OffsetDateTime {
@@ -85,66 +125,132 @@ async fn builtin_authorize_and_sudo_allow_and_deny() {
     // authorize: group globs and access level.
     assert_eq!(open(&c, &gw, &alice, "alice", "edge-1", 60).await.0, 200);
     let (_, s) = session_lifetime(&c, &gw, &admin, "alice").await;
-    assert_eq!(s["access"], "read-only", "the ops group narrows alice to read-only: {s}");
-    assert_error(&open(&c, &gw, &alice, "alice", "core-1", 60).await, 403, "has no group that reaches device core-1");
+    assert_eq!(
+        s["access"], "read-only",
+        "the ops group narrows alice to read-only: {s}"
+    );
+    assert_error(
+        &open(&c, &gw, &alice, "alice", "core-1", 60).await,
+        403,
+        "has no group that reaches device core-1",
+    );
     let carol = login(&c, &gw, "carol", "carol-pw").await;
-    assert_error(&open(&c, &gw, &carol, "carol", "edge-1", 60).await, 403, "carol");
+    assert_error(
+        &open(&c, &gw, &carol, "carol", "edge-1", 60).await,
+        403,
+        "carol",
+    );
     // sudo: issuing for someone else.
-    assert_error(&open(&c, &gw, &bob, "alice", "edge-1", 60).await, 403, "issuing for another user needs a group with sudo");
+    assert_error(
+        &open(&c, &gw, &bob, "alice", "edge-1", 60).await,
+        403,
+        "issuing for another user needs a group with sudo",
+    );
     assert_eq!(open(&c, &gw, &admin, "bob", "core-1", 60).await.0, 200);
     gw.stop();
 }
 
 #[tokio::test]
 async fn business_hours_allows_inside_the_window_until_closing_and_denies_outside() {
-    let Some(wasm) = component("business-hours") else { return };
+    let Some(wasm) = component("business-hours") else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let now = now_utc();
     let minute = i64::from(now.hour()) * 60 + i64::from(now.minute());
     // Open since an hour ago, closing in an hour (an overnight window near midnight works too).
-    let inside = plugin(&wasm, &format!("open = \"{}\", close = \"{}\", timezone = \"UTC\"", hhmm(minute - 60), hhmm(minute + 61)));
+    let inside = plugin(
+        &wasm,
+        &format!(
+            "open = \"{}\", close = \"{}\", timezone = \"UTC\"",
+            hhmm(minute - 60),
+            hhmm(minute + 61)
+        ),
+    );
     let gw = Gateway::start(&write_config(tmp.path(), "46310-46319", &inside));
     let c = client();
     let admin = login(&c, &gw, "admin", "admin-pw").await;
     let got = open(&c, &gw, &admin, "admin", "edge-1", 86_400).await;
     assert_eq!(got.0, 200, "{got:?}\n{}", gw.log());
     let (lifetime, _) = session_lifetime(&c, &gw, &admin, "admin").await;
-    assert!((59 * 60..=61 * 60 + 1).contains(&lifetime), "the grant ends the session at closing time, not after a day: {lifetime} s");
+    assert!(
+        (59 * 60..=61 * 60 + 1).contains(&lifetime),
+        "the grant ends the session at closing time, not after a day: {lifetime} s"
+    );
     gw.stop();
 
     // Opens in an hour: closed now.
-    let outside = plugin(&wasm, &format!("open = \"{}\", close = \"{}\", timezone = \"+00:00\"", hhmm(minute + 60), hhmm(minute + 120)));
+    let outside = plugin(
+        &wasm,
+        &format!(
+            "open = \"{}\", close = \"{}\", timezone = \"+00:00\"",
+            hhmm(minute + 60),
+            hhmm(minute + 120)
+        ),
+    );
     let gw = Gateway::start(&write_config(tmp.path(), "46310-46319", &outside));
     let admin = login(&c, &gw, "admin", "admin-pw").await;
-    assert_error(&open(&c, &gw, &admin, "admin", "edge-1", 60).await, 403, "outside business hours");
+    assert_error(
+        &open(&c, &gw, &admin, "admin", "edge-1", 60).await,
+        403,
+        "outside business hours",
+    );
     gw.stop();
 }
 
 #[tokio::test]
 async fn max_ttl_clamps_the_session_and_denies_without_a_bound() {
-    let Some(wasm) = component("max-ttl") else { return };
+    let Some(wasm) = component("max-ttl") else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(&write_config(tmp.path(), "46320-46329", &plugin(&wasm, "max_ttl_seconds = 120")));
+    let gw = Gateway::start(&write_config(
+        tmp.path(),
+        "46320-46329",
+        &plugin(&wasm, "max_ttl_seconds = 120"),
+    ));
     let c = client();
     let admin = login(&c, &gw, "admin", "admin-pw").await;
     let bob = login(&c, &gw, "bob", "bob-pw").await;
     assert_eq!(open(&c, &gw, &admin, "admin", "edge-1", 3600).await.0, 200);
-    assert_eq!(session_lifetime(&c, &gw, &admin, "admin").await.0, 120, "clamped from an hour");
+    assert_eq!(
+        session_lifetime(&c, &gw, &admin, "admin").await.0,
+        120,
+        "clamped from an hour"
+    );
     assert_eq!(open(&c, &gw, &bob, "bob", "core-1", 30).await.0, 200);
-    assert_eq!(session_lifetime(&c, &gw, &admin, "bob").await.0, 30, "a shorter request keeps its lifetime");
+    assert_eq!(
+        session_lifetime(&c, &gw, &admin, "bob").await.0,
+        30,
+        "a shorter request keeps its lifetime"
+    );
     // The clamp does not widen anything: the built-in rules still deny.
-    assert_error(&open(&c, &gw, &bob, "alice", "edge-1", 60).await, 403, "needs a group with sudo");
+    assert_error(
+        &open(&c, &gw, &bob, "alice", "edge-1", 60).await,
+        403,
+        "needs a group with sudo",
+    );
     gw.stop();
 
-    let gw = Gateway::start(&write_config(tmp.path(), "46320-46329", &plugin(&wasm, "max_ttl_seconds = \"ten minutes\"")));
+    let gw = Gateway::start(&write_config(
+        tmp.path(),
+        "46320-46329",
+        &plugin(&wasm, "max_ttl_seconds = \"ten minutes\""),
+    ));
     let admin = login(&c, &gw, "admin", "admin-pw").await;
-    assert_error(&open(&c, &gw, &admin, "admin", "edge-1", 60).await, 403, "max-ttl: `max_ttl_seconds` must be a whole number");
+    assert_error(
+        &open(&c, &gw, &admin, "admin", "edge-1", 60).await,
+        403,
+        "max-ttl: `max_ttl_seconds` must be a whole number",
+    );
     gw.stop();
 }
 
 #[tokio::test]
 async fn deny_users_protects_listed_subjects_unless_a_sudo_user_issues() {
-    let Some(wasm) = component("deny-users") else { return };
+    let Some(wasm) = component("deny-users") else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let extra = format!(
         "{}\n[[users]]\nname = \"root\"\npassword = \"root-pw\"\ngroups = [\"netops\"]\n",
@@ -160,8 +266,16 @@ async fn deny_users_protects_listed_subjects_unless_a_sudo_user_issues() {
         403,
         "root is a protected user: only a requester with sudo may issue access for them",
     );
-    assert_eq!(open(&c, &gw, &admin, "root", "edge-1", 60).await.0, 200, "admin has sudo");
-    assert_eq!(open(&c, &gw, &bob, "bob", "core-1", 60).await.0, 200, "unlisted users are not affected");
+    assert_eq!(
+        open(&c, &gw, &admin, "root", "edge-1", 60).await.0,
+        200,
+        "admin has sudo"
+    );
+    assert_eq!(
+        open(&c, &gw, &bob, "bob", "core-1", 60).await.0,
+        200,
+        "unlisted users are not affected"
+    );
     // Transient accesses for oneself are issuance too.
     let (status, body) = post(
         &c,
@@ -172,7 +286,13 @@ async fn deny_users_protects_listed_subjects_unless_a_sudo_user_issues() {
     )
     .await;
     assert_eq!(status, 403, "{body}");
-    assert!(body["message"].as_str().unwrap_or_default().contains("protected user"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("protected user"),
+        "{body}"
+    );
     gw.stop();
 }
 
@@ -184,7 +304,9 @@ fn days_until(target: u8) -> i64 {
 
 #[tokio::test]
 async fn the_python_wasi_plugin_loads_and_decides() {
-    let Some(wasm) = component("weekend-read-only") else { return };
+    let Some(wasm) = component("weekend-read-only") else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     // CPython in a component needs far more memory and time than a Rust plugin.
     let entry = |offset_days: i64| {
@@ -198,7 +320,8 @@ async fn the_python_wasi_plugin_loads_and_decides() {
     let cfg = write_config(tmp.path(), "46340-46349", &entry(days_until(5)));
     // Compiling 18 MB of CPython takes long in a debug build: do it here, without the start-up
     // timeout, into the data dir's compile cache, which the gateway then loads from.
-    let (warm, _) = sallyport::server::Gateway::open(sallyport::config::Config::load(&cfg).unwrap()).unwrap();
+    let (warm, _) =
+        sallyport::server::Gateway::open(sallyport::config::Config::load(&cfg).unwrap()).unwrap();
     warm.close();
     let gw = Gateway::start(&cfg);
     let c = client();
@@ -215,11 +338,19 @@ async fn the_python_wasi_plugin_loads_and_decides() {
     )
     .await;
     assert_eq!(status, 201, "{body}\n{}", gw.log());
-    assert!(gw.plain_log().contains("weekend read-only access for admin to edge-1"), "the plugin's log line reaches the host log");
+    assert!(
+        gw.plain_log()
+            .contains("weekend read-only access for admin to edge-1"),
+        "the plugin's log line reaches the host log"
+    );
     gw.stop();
 
     // A Wednesday: full access is allowed.
-    let gw = Gateway::start(&write_config(tmp.path(), "46340-46349", &entry(days_until(2))));
+    let gw = Gateway::start(&write_config(
+        tmp.path(),
+        "46340-46349",
+        &entry(days_until(2)),
+    ));
     let admin = login(&c, &gw, "admin", "admin-pw").await;
     let got = open(&c, &gw, &admin, "admin", "edge-1", 60).await;
     assert_eq!(got.0, 200, "{got:?}\n{}", gw.log());

@@ -97,7 +97,9 @@ mod tests {
     }
 
     fn admin() -> Principal {
-        Principal::new("admin").with_groups(["admins"]).with_sudo(true)
+        Principal::new("admin")
+            .with_groups(["admins"])
+            .with_sudo(true)
     }
 
     fn configure(users: &str) {
@@ -115,7 +117,10 @@ mod tests {
                 "root is a protected user: only a requester with sudo may issue access for them"
             )
         );
-        let by_admin = Request::builder().requester(admin()).subject(root()).build();
+        let by_admin = Request::builder()
+            .requester(admin())
+            .subject(root())
+            .build();
         assert_eq!(DenyUsers::authorize(&by_admin), Decision::Abstain);
         let transient = Request::builder()
             .action(Action::IssueTransient)
@@ -130,7 +135,10 @@ mod tests {
         let alice = Request::builder().user(Principal::new("alice")).build();
         assert_eq!(DenyUsers::authorize(&alice), Decision::Abstain);
         let toor = Request::builder().user(Principal::new("toor")).build();
-        assert!(DenyUsers::authorize(&toor).is_deny(), "comma-separated list");
+        assert!(
+            DenyUsers::authorize(&toor).is_deny(),
+            "comma-separated list"
+        );
         let connect = Request::builder()
             .action(Action::Connect)
             .user(root())

@@ -64,7 +64,11 @@ mod tests {
         testing::set_config(KEY, "900");
         let clamp = Decision::allow_with(Grant::new().with_max_ttl_seconds(900));
         assert_eq!(decide(3600), clamp);
-        assert_eq!(decide(60), clamp, "a shorter request keeps its own lifetime host-side");
+        assert_eq!(
+            decide(60),
+            clamp,
+            "a shorter request keeps its own lifetime host-side"
+        );
         let transient = Request::builder()
             .action(Action::IssueTransient)
             .ttl_seconds(86_400)
@@ -95,7 +99,8 @@ mod tests {
             testing::set_config(KEY, bad);
             let d = decide(10);
             assert!(
-                d.reason().is_some_and(|r| r.ends_with(&format!("not {bad}"))),
+                d.reason()
+                    .is_some_and(|r| r.ends_with(&format!("not {bad}"))),
                 "{bad}: {d:?}"
             );
         }

@@ -38,7 +38,11 @@ fn rustup_ready() -> bool {
     Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == "wasm32-unknown-unknown"))
+        .is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == "wasm32-unknown-unknown")
+        })
 }
 
 /// Picks the toolchain: `forced` (`rustup`/`debian`, or `SALLYPORT_GUEST_TOOLCHAIN`), else the
@@ -47,9 +51,13 @@ pub fn detect(forced: Option<&str>) -> anyhow::Result<Toolchain> {
     let env = std::env::var("SALLYPORT_GUEST_TOOLCHAIN").ok();
     match forced.or(env.as_deref()) {
         Some("rustup") if rustup_ready() => Ok(Toolchain::Rustup),
-        Some("rustup") => bail!("the rustup toolchain has no wasm32-unknown-unknown target (rustup target add wasm32-unknown-unknown)"),
+        Some("rustup") => bail!(
+            "the rustup toolchain has no wasm32-unknown-unknown target (rustup target add wasm32-unknown-unknown)"
+        ),
         Some("debian") if debian_ready() => Ok(Toolchain::Debian),
-        Some("debian") => bail!("Debian's wasm toolchain is missing: apt-get update && apt-get install -y rustc-web cargo-web rust-web-src lld-22"),
+        Some("debian") => bail!(
+            "Debian's wasm toolchain is missing: apt-get update && apt-get install -y rustc-web cargo-web rust-web-src lld-22"
+        ),
         Some(other) => bail!("unknown toolchain {other:?}: use rustup or debian"),
         None if rustup_ready() => Ok(Toolchain::Rustup),
         None if debian_ready() => Ok(Toolchain::Debian),
@@ -69,8 +77,10 @@ pub struct Built {
 
 fn package_name(dir: &Path) -> anyhow::Result<String> {
     let manifest = dir.join("Cargo.toml");
-    let text = std::fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
-    let doc: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", manifest.display()))?;
+    let text = std::fs::read_to_string(&manifest)
+        .with_context(|| format!("reading {}", manifest.display()))?;
+    let doc: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", manifest.display()))?;
     doc.get("package")
         .and_then(|p| p.get("name"))
         .and_then(|n| n.as_str())
@@ -80,7 +90,9 @@ fn package_name(dir: &Path) -> anyhow::Result<String> {
 
 /// Builds the crate in `dir` into `<target_dir>/components/<name>.wasm`.
 pub fn build(dir: &Path, target_dir: Option<&Path>, toolchain: Toolchain) -> anyhow::Result<Built> {
-    let dir = dir.canonicalize().with_context(|| format!("no crate at {}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("no crate at {}", dir.display()))?;
     let name = package_name(&dir)?;
     let target_dir = match target_dir {
         Some(t) => t.to_path_buf(),
@@ -110,24 +122,43 @@ pub fn build(dir: &Path, target_dir: Option<&Path>, toolchain: Toolchain) -> any
     cmd.current_dir(&dir)
         .env("RUSTFLAGS", &rustflags)
         .env("CARGO_TARGET_DIR", &target_dir)
-        .args(["build", "--release", "--target", "wasm32-unknown-unknown", "--lib"]);
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--lib",
+        ]);
     if toolchain == Toolchain::Debian {
-        cmd.args(["-Zbuild-std=std,panic_abort", "-Zbuild-std-features=optimize_for_size"]);
+        cmd.args([
+            "-Zbuild-std=std,panic_abort",
+            "-Zbuild-std-features=optimize_for_size",
+        ]);
     }
     let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
         bail!("the guest build failed ({status})");
     }
-    let core = target_dir.join("wasm32-unknown-unknown/release").join(format!("{}.wasm", name.replace('-', "_")));
+    let core = target_dir
+        .join("wasm32-unknown-unknown/release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
     let module = std::fs::read(&core).with_context(|| {
-        format!("reading {} (is the crate a `cdylib` using sallyport-plugin's export macro?)", core.display())
+        format!(
+            "reading {} (is the crate a `cdylib` using sallyport-plugin's export macro?)",
+            core.display()
+        )
     })?;
-    let component = encode(&module).with_context(|| format!("encoding {} as a component", core.display()))?;
+    let component =
+        encode(&module).with_context(|| format!("encoding {} as a component", core.display()))?;
     let out_dir = target_dir.join("components");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let out = out_dir.join(format!("{name}.wasm"));
     std::fs::write(&out, component).with_context(|| format!("writing {}", out.display()))?;
-    Ok(Built { toolchain, core, component: out })
+    Ok(Built {
+        toolchain,
+        core,
+        component: out,
+    })
 }
 
 /// Core module built with wit-bindgen → component (reads the component-type section the

@@ -75,7 +75,11 @@ struct RawDevice {
 
 impl Default for RawDevice {
     fn default() -> Self {
-        Self { name: "device1".into(), id: String::new(), tags: Vec::new() }
+        Self {
+            name: "device1".into(),
+            id: String::new(),
+            tags: Vec::new(),
+        }
     }
 }
 
@@ -130,7 +134,11 @@ pub struct Expect {
 /// Field names as in the WIT (`ttl-seconds`) or as in TOML configs (`ttl_seconds`).
 fn snake_keys(v: Value) -> Value {
     match v {
-        Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k.replace('-', "_"), snake_keys(v))).collect()),
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (k.replace('-', "_"), snake_keys(v)))
+                .collect(),
+        ),
         Value::Array(a) => Value::Array(a.into_iter().map(snake_keys).collect()),
         other => other,
     }
@@ -149,7 +157,11 @@ pub fn access(s: &str) -> anyhow::Result<AccessLevel> {
 }
 
 fn principal(p: RawPrincipal) -> Principal {
-    Principal { name: p.name, groups: p.groups, sudo: p.sudo }
+    Principal {
+        name: p.name,
+        groups: p.groups,
+        sudo: p.sudo,
+    }
 }
 
 fn now_ms() -> u64 {
@@ -160,16 +172,20 @@ fn now_ms() -> u64 {
 
 /// Reads one fixture file (`.json`, or anything else as TOML).
 pub fn read(path: &Path) -> anyhow::Result<Fixture> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let value: Value = if path.extension().is_some_and(|e| e == "json") {
         serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?
     } else {
         toml::from_str(&text).with_context(|| format!("{}: not TOML", path.display()))?
     };
-    let Value::Object(mut top) = value else { bail!("{}: a fixture is a table/object", path.display()) };
+    let Value::Object(mut top) = value else {
+        bail!("{}: a fixture is a table/object", path.display())
+    };
     // The config table is passed through verbatim: its keys are the plugin's own.
     let config = top.remove("config");
-    let mut raw: Raw = serde_json::from_value(snake_keys(Value::Object(top))).with_context(|| format!("{}", path.display()))?;
+    let mut raw: Raw = serde_json::from_value(snake_keys(Value::Object(top)))
+        .with_context(|| format!("{}", path.display()))?;
     if let Some(Value::Object(c)) = config {
         raw.config = c;
     } else if config.is_some() {
@@ -182,27 +198,44 @@ pub fn read(path: &Path) -> anyhow::Result<Fixture> {
             (p.clone(), p)
         }
         (None, req, sub) => {
-            let req = req.map(principal).unwrap_or_else(|| Principal { name: "user".into(), groups: vec![], sudo: false });
+            let req = req.map(principal).unwrap_or_else(|| Principal {
+                name: "user".into(),
+                groups: vec![],
+                sudo: false,
+            });
             let sub = sub.map(principal).unwrap_or_else(|| req.clone());
             (req, sub)
         }
-        _ => bail!("{}: give `user`, or `requester`/`subject`, not both", path.display()),
+        _ => bail!(
+            "{}: give `user`, or `requester`/`subject`, not both",
+            path.display()
+        ),
     };
     let request = Request {
         action: match enum_word(&r.action).as_str() {
             "issue-session" => Action::IssueSession,
             "issue-transient" => Action::IssueTransient,
             "connect" => Action::Connect,
-            other => bail!("{}: action {other:?}: expected issue-session, issue-transient or connect", path.display()),
+            other => bail!(
+                "{}: action {other:?}: expected issue-session, issue-transient or connect",
+                path.display()
+            ),
         },
         requester,
         subject,
-        device: DeviceRef { name: r.device.name, id: r.device.id, tags: r.device.tags },
+        device: DeviceRef {
+            name: r.device.name,
+            id: r.device.id,
+            tags: r.device.tags,
+        },
         protocol: match enum_word(&r.protocol).as_str() {
             "ssh" => Protocol::Ssh,
             "winbox" => Protocol::Winbox,
             "web-console" => Protocol::WebConsole,
-            other => bail!("{}: protocol {other:?}: expected ssh, winbox or web-console", path.display()),
+            other => bail!(
+                "{}: protocol {other:?}: expected ssh, winbox or web-console",
+                path.display()
+            ),
         },
         access: access(&r.access).with_context(|| path.display().to_string())?,
         ttl_seconds: r.ttl_seconds,
@@ -223,8 +256,16 @@ pub fn read(path: &Path) -> anyhow::Result<Fixture> {
             (k, text)
         })
         .collect();
-    let name = raw.name.unwrap_or_else(|| path.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned()));
-    Ok(Fixture { name, config, request, expect: raw.expect })
+    let name = raw.name.unwrap_or_else(|| {
+        path.file_stem()
+            .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
+    });
+    Ok(Fixture {
+        name,
+        config,
+        request,
+        expect: raw.expect,
+    })
 }
 
 /// The fixture files named: files as they are, directories by their `*.json`/`*.toml`, sorted.
@@ -259,12 +300,23 @@ pub fn describe(d: &Decision) -> String {
                 parts.push(format!("max-ttl {t} s"));
             }
             if let Some(a) = g.access {
-                parts.push(format!("access {}", if a == AccessLevel::Full { "full" } else { "read-only" }));
+                parts.push(format!(
+                    "access {}",
+                    if a == AccessLevel::Full {
+                        "full"
+                    } else {
+                        "read-only"
+                    }
+                ));
             }
             if !g.obligations.is_empty() {
                 parts.push(format!("obligations {}", g.obligations.join(", ")));
             }
-            if parts.is_empty() { "allow".into() } else { format!("allow ({})", parts.join(", ")) }
+            if parts.is_empty() {
+                "allow".into()
+            } else {
+                format!("allow ({})", parts.join(", "))
+            }
         }
         Decision::Deny(reason) => format!("deny: {reason}"),
         Decision::Abstain => "abstain".into(),
@@ -292,7 +344,10 @@ pub fn check(expect: &Expect, d: &Decision) -> anyhow::Result<Option<String>> {
     }
     if let Decision::Allow(g) = d {
         if expect.max_ttl_seconds.is_some() && expect.max_ttl_seconds != g.max_ttl_seconds {
-            return Ok(Some(format!("expected max-ttl {:?} s", expect.max_ttl_seconds)));
+            return Ok(Some(format!(
+                "expected max-ttl {:?} s",
+                expect.max_ttl_seconds
+            )));
         }
         if let Some(a) = &expect.access
             && Some(access(a)?) != g.access

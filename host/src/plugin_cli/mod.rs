@@ -75,7 +75,12 @@ pub enum PluginCommand {
 /// Runs one `plugin` subcommand.
 pub fn run(cmd: PluginCommand) -> anyhow::Result<()> {
     match cmd {
-        PluginCommand::New { name, hook, dir, sdk } => {
+        PluginCommand::New {
+            name,
+            hook,
+            dir,
+            sdk,
+        } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
             let sdk = new::Sdk::resolve(sdk.as_deref())?;
             for f in new::create(&name, hook, &dir, &sdk)? {
@@ -83,12 +88,21 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<()> {
             }
             match &sdk {
                 new::Sdk::Path(p) => println!("SDK: path {}", p.display()),
-                new::Sdk::Version(v) => println!("SDK: version {v} (not on crates.io yet: pass --sdk PATH to use a checkout)"),
+                new::Sdk::Version(v) => println!(
+                    "SDK: version {v} (not on crates.io yet: pass --sdk PATH to use a checkout)"
+                ),
             }
-            println!("next: cd {} && cargo test && sallyport plugin build", dir.display());
+            println!(
+                "next: cd {} && cargo test && sallyport plugin build",
+                dir.display()
+            );
             Ok(())
         }
-        PluginCommand::Build { dir, target_dir, toolchain } => {
+        PluginCommand::Build {
+            dir,
+            target_dir,
+            toolchain,
+        } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from("."));
             let tc = build::detect(toolchain.as_deref())?;
             eprintln!("plugin build: guest toolchain {tc:?}");
@@ -96,13 +110,31 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<()> {
             // Default limits are enough to link-check; a Python-sized plugin is not built here.
             let p = standalone::load(&built.component, StandaloneLimits::default())?;
             if let Some(e) = p.load_error() {
-                bail!("{} was built but the gateway would refuse it: {e}", built.component.display());
+                bail!(
+                    "{} was built but the gateway would refuse it: {e}",
+                    built.component.display()
+                );
             }
-            println!("core module {} ({:?} toolchain)", built.core.display(), built.toolchain);
-            println!("{}: {} bytes, world {}, sha256 {}", built.component.display(), p.size, world(&p), p.hash);
+            println!(
+                "core module {} ({:?} toolchain)",
+                built.core.display(),
+                built.toolchain
+            );
+            println!(
+                "{}: {} bytes, world {}, sha256 {}",
+                built.component.display(),
+                p.size,
+                world(&p),
+                p.hash
+            );
             Ok(())
         }
-        PluginCommand::Test { component, fixtures, deadline_ms, memory_mb } => test(component, fixtures, deadline_ms, memory_mb),
+        PluginCommand::Test {
+            component,
+            fixtures,
+            deadline_ms,
+            memory_mb,
+        } => test(component, fixtures, deadline_ms, memory_mb),
         PluginCommand::Inspect { component } => inspect(component),
     }
 }
@@ -121,7 +153,13 @@ fn load(component: &Path, limits: StandaloneLimits) -> anyhow::Result<Standalone
 fn inspect(component: PathBuf) -> anyhow::Result<()> {
     // Generous limits: inspecting allocates nothing per decision, and a cap below what the
     // component declares would only fail the link check for the wrong reason.
-    let p = load(&component, StandaloneLimits { memory_mb: 512, ..StandaloneLimits::default() })?;
+    let p = load(
+        &component,
+        StandaloneLimits {
+            memory_mb: 512,
+            ..StandaloneLimits::default()
+        },
+    )?;
     println!("component: {}", component.display());
     println!("sha256:    {}", p.hash);
     println!("size:      {} bytes", p.size);
@@ -129,7 +167,11 @@ fn inspect(component: PathBuf) -> anyhow::Result<()> {
     let versions = p.policy_versions();
     println!(
         "package:   sallyport:policy@{}",
-        if versions.is_empty() { "? (names no sallyport:policy interface)".into() } else { versions.join(", @") }
+        if versions.is_empty() {
+            "? (names no sallyport:policy interface)".into()
+        } else {
+            versions.join(", @")
+        }
     );
     println!("imports:");
     for i in &p.imports {
@@ -140,7 +182,9 @@ fn inspect(component: PathBuf) -> anyhow::Result<()> {
         println!("  {} ({})", e.name, e.kind);
     }
     if p.foreign_imports().next().is_some() {
-        println!("note:      imports beyond sallyport:policy; WASI is given locked down (no dirs, network, env; fixed clock)");
+        println!(
+            "note:      imports beyond sallyport:policy; WASI is given locked down (no dirs, network, env; fixed clock)"
+        );
     }
     match p.load_error() {
         None => println!("loads:     yes"),
@@ -149,14 +193,24 @@ fn inspect(component: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn test(component: PathBuf, fixtures: Vec<PathBuf>, deadline_ms: Option<u64>, memory_mb: Option<u64>) -> anyhow::Result<()> {
+fn test(
+    component: PathBuf,
+    fixtures: Vec<PathBuf>,
+    deadline_ms: Option<u64>,
+    memory_mb: Option<u64>,
+) -> anyhow::Result<()> {
     let d = StandaloneLimits::default();
     let limits = StandaloneLimits {
         deadline: deadline_ms.map_or(d.deadline, Duration::from_millis),
         memory_mb: memory_mb.unwrap_or(d.memory_mb),
     };
     let p = load(&component, limits)?;
-    println!("{}: {} (sha256 {})", component.display(), world(&p), &p.hash[..16]);
+    println!(
+        "{}: {} (sha256 {})",
+        component.display(),
+        world(&p),
+        &p.hash[..16]
+    );
     if let Some(e) = p.load_error() {
         println!("warning: the gateway would refuse this component: {e}");
     }
@@ -174,12 +228,23 @@ fn test(component: PathBuf, fixtures: Vec<PathBuf>, deadline_ms: Option<u64>, me
         let started = std::time::Instant::now();
         let outcome = p.decide(&f.request, f.config);
         let took = started.elapsed();
-        let fault = outcome.as_ref().err().map(|e| format!(" [fault: {}]", e.kind()));
+        let fault = outcome
+            .as_ref()
+            .err()
+            .map(|e| format!(" [fault: {}]", e.kind()));
         let decision = p.as_server(outcome);
-        let line = format!("{}: {}{} ({} µs)", f.name, fixture::describe(&decision), fault.unwrap_or_default(), took.as_micros());
+        let line = format!(
+            "{}: {}{} ({} µs)",
+            f.name,
+            fixture::describe(&decision),
+            fault.unwrap_or_default(),
+            took.as_micros()
+        );
         match &f.expect {
             None => println!("      {line}"),
-            Some(expect) => match fixture::check(expect, &decision).with_context(|| file.display().to_string())? {
+            Some(expect) => match fixture::check(expect, &decision)
+                .with_context(|| file.display().to_string())?
+            {
                 None => println!("PASS  {line}"),
                 Some(why) => {
                     failed += 1;

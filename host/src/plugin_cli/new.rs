@@ -27,10 +27,16 @@ impl Sdk {
             let p = Path::new(a);
             return Ok(if p.join("Cargo.toml").is_file() {
                 Sdk::Path(p.canonicalize().with_context(|| format!("resolving {a}"))?)
-            } else if a.chars().next().is_some_and(|c| c.is_ascii_digit() || "=^~".contains(c)) {
+            } else if a
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit() || "=^~".contains(c))
+            {
                 Sdk::Version(a.to_string())
             } else {
-                bail!("--sdk {a}: neither an SDK directory (with Cargo.toml) nor a version such as 0.1")
+                bail!(
+                    "--sdk {a}: neither an SDK directory (with Cargo.toml) nor a version such as 0.1"
+                )
             });
         }
         let built_from = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/sdk"));
@@ -42,7 +48,10 @@ impl Sdk {
 
     fn dependency(&self) -> String {
         match self {
-            Sdk::Path(p) => format!("sallyport-plugin = {{ path = {:?} }}", p.display().to_string()),
+            Sdk::Path(p) => format!(
+                "sallyport-plugin = {{ path = {:?} }}",
+                p.display().to_string()
+            ),
             Sdk::Version(v) => format!(
                 "# Not on crates.io yet: use a private registry, or `--sdk PATH` to a sallyport checkout's plugins/sdk.\nsallyport-plugin = {v:?}"
             ),
@@ -56,7 +65,9 @@ fn type_name(crate_name: &str) -> String {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let mut c = p.chars();
-            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
         })
         .collect()
 }
@@ -64,9 +75,13 @@ fn type_name(crate_name: &str) -> String {
 /// Checks a crate name: lower-case ASCII letters, digits, `-` and `_`, starting with a letter.
 pub fn validate_name(name: &str) -> anyhow::Result<()> {
     let ok = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if !ok {
-        bail!("{name:?} is not a plugin name: use lower-case letters, digits, '-' and '_', starting with a letter");
+        bail!(
+            "{name:?} is not a plugin name: use lower-case letters, digits, '-' and '_', starting with a letter"
+        );
     }
     Ok(())
 }
@@ -74,7 +89,12 @@ pub fn validate_name(name: &str) -> anyhow::Result<()> {
 /// Writes the crate into `dir` (which must not exist or be empty) and returns the files written.
 pub fn create(name: &str, hook: Hook, dir: &Path, sdk: &Sdk) -> anyhow::Result<Vec<PathBuf>> {
     validate_name(name)?;
-    if dir.exists() && dir.read_dir().map(|mut d| d.next().is_some()).unwrap_or(true) {
+    if dir.exists()
+        && dir
+            .read_dir()
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
         bail!("{} already exists and is not empty", dir.display());
     }
     let ty = type_name(name);
@@ -88,7 +108,8 @@ pub fn create(name: &str, hook: Hook, dir: &Path, sdk: &Sdk) -> anyhow::Result<V
     for (file, text) in files {
         let path = dir.join(file);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
         }
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         written.push(path);

@@ -38,7 +38,10 @@ pub struct StandaloneLimits {
 impl Default for StandaloneLimits {
     fn default() -> Self {
         let s = ServerConfig::default();
-        Self { deadline: Duration::from_millis(s.plugin_deadline_ms), memory_mb: s.plugin_memory_mb }
+        Self {
+            deadline: Duration::from_millis(s.plugin_deadline_ms),
+            memory_mb: s.plugin_memory_mb,
+        }
     }
 }
 
@@ -68,7 +71,11 @@ pub struct StandalonePlugin {
 
 impl std::fmt::Debug for StandalonePlugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StandalonePlugin").field("name", &self.name).field("hook", &self.hook).field("hash", &self.hash).finish()
+        f.debug_struct("StandalonePlugin")
+            .field("name", &self.name)
+            .field("hook", &self.hook)
+            .field("hash", &self.hash)
+            .finish()
     }
 }
 
@@ -95,25 +102,39 @@ pub fn world_name(hook: Hook) -> &'static str {
 
 /// Loads and links the component at `path` (compiled in memory; nothing is cached).
 pub fn load(path: &Path, limits: StandaloneLimits) -> Result<StandalonePlugin, StandaloneError> {
-    let bytes = std::fs::read(path).map_err(|e| StandaloneError::Read(path.display().to_string(), e))?;
-    let name = path.file_stem().map_or_else(|| "plugin".to_string(), |s| s.to_string_lossy().into_owned());
+    let bytes =
+        std::fs::read(path).map_err(|e| StandaloneError::Read(path.display().to_string(), e))?;
+    let name = path.file_stem().map_or_else(
+        || "plugin".to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    );
     load_bytes(&name, &bytes, limits)
 }
 
 /// [`load`] for bytes already in memory; `name` is used in messages.
-pub fn load_bytes(name: &str, bytes: &[u8], limits: StandaloneLimits) -> Result<StandalonePlugin, StandaloneError> {
+pub fn load_bytes(
+    name: &str,
+    bytes: &[u8],
+    limits: StandaloneLimits,
+) -> Result<StandalonePlugin, StandaloneError> {
     let engine = Arc::new(PolicyEngine::new(mb(limits.memory_mb))?);
     let component = Component::new(engine.engine(), bytes)
         .map_err(|e| engine::LoadError::Compile(name.to_string(), format!("{e:#}")))?;
     let ty = component.component_type();
     let items = |it: &mut dyn Iterator<Item = (&str, ComponentExtern<'_>)>| -> Vec<Item> {
-        it.map(|(n, i)| Item { name: n.to_string(), kind: kind(&i.ty) }).collect()
+        it.map(|(n, i)| Item {
+            name: n.to_string(),
+            kind: kind(&i.ty),
+        })
+        .collect()
     };
     let imports = items(&mut ty.imports(engine.engine()));
     let exports = items(&mut ty.exports(engine.engine()));
     let hook = engine.world_of(name, &component).ok();
     let prepared = match hook {
-        Some(h) => engine.prepare(name, h, &component).map_err(|e| e.to_string()),
+        Some(h) => engine
+            .prepare(name, h, &component)
+            .map_err(|e| e.to_string()),
         None => Err(engine::LoadError::NoWorld(name.to_string()).to_string()),
     };
     Ok(StandalonePlugin {
@@ -155,20 +176,32 @@ impl StandalonePlugin {
 
     /// Imports beyond `sallyport:policy`: WASI (given locked down) or anything else.
     pub fn foreign_imports(&self) -> impl Iterator<Item = &Item> {
-        self.imports.iter().filter(|i| !i.name.starts_with("sallyport:policy/"))
+        self.imports
+            .iter()
+            .filter(|i| !i.name.starts_with("sallyport:policy/"))
     }
 
     /// One decision for its hook, with `config` as its `host.config` table. A fault is returned
     /// as such; the server would turn it into a deny naming the plugin ([`Self::as_server`]).
     pub fn decide(&self, r: &Request, config: HashMap<String, String>) -> Result<Decision, Fault> {
-        let prepared = self.prepared.as_ref().map_err(|e| Fault::Unloadable(e.clone()))?;
-        let meta = Arc::new(PluginMeta { name: self.name.clone(), config });
-        let limits = Limits { deadline: self.limits.deadline, memory_bytes: mb(self.limits.memory_mb) };
+        let prepared = self
+            .prepared
+            .as_ref()
+            .map_err(|e| Fault::Unloadable(e.clone()))?;
+        let meta = Arc::new(PluginMeta {
+            name: self.name.clone(),
+            config,
+        });
+        let limits = Limits {
+            deadline: self.limits.deadline,
+            memory_bytes: mb(self.limits.memory_mb),
+        };
         self.engine.decide(prepared, &meta, limits, r)
     }
 
     /// What the server makes of an outcome: a fault is a deny naming the plugin.
     pub fn as_server(&self, outcome: Result<Decision, Fault>) -> Decision {
-        outcome.unwrap_or_else(|fault| Decision::Deny(format!("policy plugin {} {fault}", self.name)))
+        outcome
+            .unwrap_or_else(|fault| Decision::Deny(format!("policy plugin {} {fault}", self.name)))
     }
 }
