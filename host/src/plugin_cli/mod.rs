@@ -151,15 +151,9 @@ fn load(component: &Path, limits: StandaloneLimits) -> anyhow::Result<Standalone
 }
 
 fn inspect(component: PathBuf) -> anyhow::Result<()> {
-    // Generous limits: inspecting allocates nothing per decision, and a cap below what the
-    // component declares would only fail the link check for the wrong reason.
-    let p = load(
-        &component,
-        StandaloneLimits {
-            memory_mb: 512,
-            ..StandaloneLimits::default()
-        },
-    )?;
+    // Limits only apply to decisions, which inspect never makes; the defaults keep the pooled
+    // memory reservation small.
+    let p = load(&component, StandaloneLimits::default())?;
     println!("component: {}", component.display());
     println!("sha256:    {}", p.hash);
     println!("size:      {} bytes", p.size);
