@@ -25,6 +25,7 @@ pub fn run(seconds: u64, connections: usize) -> anyhow::Result<()> {
             r#"[server]
 data_dir = "{}"
 api_listen = "127.0.0.1:0"
+ssh_listen = "127.0.0.1:0"
 [[groups]]
 name = "ops"
 devices = ["*"]

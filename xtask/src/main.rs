@@ -3,10 +3,18 @@
 //! `cargo xtask bench issue [--seconds N] [--connections N]` measures one-time-key issuance over
 //! HTTPS against a release build of the gateway started as its own process.
 //!
+//! `cargo xtask bench policy [--iterations N]` measures the decisions of one whole request:
+//! WebAssembly components, cedar-policy and native Rust, in one process.
+//!
+//! `cargo xtask bench ssh [--mib N] [--runs N] [--logins N]` measures the SSH forwarder against
+//! direct sshd and `ssh -J`: bulk throughput and login-to-first-byte latency.
+//!
 //! `cargo xtask bench tcp [--seconds N] [--connects N] [--idle N]` measures the Winbox (raw TCP)
 //! forwarder against direct and `socat`: iperf3 throughput, connect latency, idle memory.
 
 mod bench_issue;
+mod bench_policy;
+mod bench_ssh;
 mod bench_tcp;
 mod load;
 mod proc;
@@ -34,11 +42,13 @@ fn main() -> anyhow::Result<()> {
         ["bench", "issue", ..] => {
             bench_issue::run(flag("--seconds", 10)?, flag("--connections", 32)? as usize)
         }
+        ["bench", "ssh", ..] => bench_ssh::run(flag("--mib", 1024)?, flag("--runs", 2)?, flag("--logins", 15)?),
+        ["bench", "policy", ..] => bench_policy::run(flag("--iterations", 20_000)? as usize),
         ["bench", "tcp", ..] => bench_tcp::run(
             flag("--seconds", 5)?,
             flag("--connects", 2000)? as usize,
             flag("--idle", 10000)? as usize,
         ),
-        _ => bail!("usage: cargo xtask bench issue [--seconds N] [--connections N]"),
+        _ => bail!("usage: cargo xtask bench issue|policy|tcp [options] (see xtask/src/main.rs)"),
     }
 }

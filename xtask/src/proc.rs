@@ -40,21 +40,23 @@ impl Drop for Server {
     }
 }
 
-/// Starts `bin serve --config config` and waits for `api listening on`.
+/// Starts `bin serve --config config` and waits for `api listening on`. The server logs at its
+/// production level (`info`: one audit line per issuance) into `server.log` beside the config.
 pub fn start(bin: &Path, config: &Path) -> anyhow::Result<Server> {
+    let log = std::fs::File::create(config.with_file_name("server.log")).context("cannot create server.log")?;
     let mut child = Command::new(bin)
         .args(["serve", "--config"])
         .arg(config)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(log)
         .spawn()
         .context("cannot start sallyport")?;
     let stdout = child.stdout.take().context("no stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     for line in lines.by_ref() {
         let line = line?;
-        if let Some(rest) = line.split("listening on ").nth(1) {
+        if let Some(rest) = line.split("api listening on ").nth(1) {
             let addr = rest
                 .trim()
                 .trim_start_matches("https://")
