@@ -294,12 +294,7 @@ impl Issuer {
     pub async fn sweep(&self) -> Result<usize, IssuerError> {
         let expired = self.store.expire_due(now_ms()).await?;
         for s in &expired.sessions {
-            audit::trace(&AuditEvent {
-                subject: Some(s.user.clone()),
-                device: Some(s.device.clone()),
-                object: Some(s.id.clone()),
-                ..audit::event(now_ms(), "session.expired", None, "ok")
-            });
+            audit::trace(&s.audit_event(now_ms(), "session.expired", None, "ok"));
             self.metrics
                 .expired
                 .get_or_create(&Metrics::kind("open_session"))
@@ -309,12 +304,7 @@ impl Issuer {
                 .send(Lifecycle::SessionEnded { id: s.id.clone() });
         }
         for a in &expired.transients {
-            audit::trace(&AuditEvent {
-                subject: Some(a.username.clone()),
-                device: Some(a.device.clone()),
-                object: Some(a.id.to_string()),
-                ..audit::event(now_ms(), "transient.expired", None, "ok")
-            });
+            audit::trace(&a.audit_event(now_ms(), "transient.expired", None, "ok"));
             self.metrics
                 .expired
                 .get_or_create(&Metrics::kind("transient"))

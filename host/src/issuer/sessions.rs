@@ -157,11 +157,8 @@ impl Issuer {
         match redeemed {
             Some(s) if token::hashes_equal(&s.token_hash, &hash) => {
                 audit::trace(&AuditEvent {
-                    subject: Some(s.user.clone()),
-                    device: Some(s.device.clone()),
-                    object: Some(s.id.clone()),
                     source,
-                    ..audit::event(now, "session.redeemed", Some(user), "allow")
+                    ..s.audit_event(now, "session.redeemed", Some(user), "allow")
                 });
                 self.metrics
                     .redeemed
@@ -230,12 +227,7 @@ impl Issuer {
             .terminate_sessions(ids, &viewer.name, now_ms())
             .await?;
         for s in &ended {
-            audit::trace(&AuditEvent {
-                subject: Some(s.user.clone()),
-                device: Some(s.device.clone()),
-                object: Some(s.id.clone()),
-                ..audit::event(now_ms(), "session.terminated", Some(&viewer.name), "ok")
-            });
+            audit::trace(&s.audit_event(now_ms(), "session.terminated", Some(&viewer.name), "ok"));
             let _ = self
                 .events
                 .send(Lifecycle::SessionEnded { id: s.id.clone() });

@@ -216,12 +216,7 @@ impl Issuer {
                     "transient access {id} has already expired or been revoked"
                 ))
             })?;
-        audit::trace(&AuditEvent {
-            subject: Some(revoked.username.clone()),
-            device: Some(revoked.device.clone()),
-            object: Some(revoked.id.to_string()),
-            ..audit::event(now, "transient.revoked", Some(&viewer.name), "ok")
-        });
+        audit::trace(&revoked.audit_event(now, "transient.revoked", Some(&viewer.name), "ok"));
         let _ = self.events.send(Lifecycle::TransientEnded { id });
         Ok(revoked)
     }

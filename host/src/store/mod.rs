@@ -136,6 +136,42 @@ pub struct TransientAccess {
     pub ended_at: Option<UnixMs>,
 }
 
+impl OpenSession {
+    /// An audit row about this session (user, device and id filled in).
+    pub fn audit_event(
+        &self,
+        at: UnixMs,
+        name: &str,
+        actor: Option<&str>,
+        outcome: &str,
+    ) -> AuditEvent {
+        AuditEvent {
+            subject: Some(self.user.clone()),
+            device: Some(self.device.clone()),
+            object: Some(self.id.clone()),
+            ..crate::audit::event(at, name, actor, outcome)
+        }
+    }
+}
+
+impl TransientAccess {
+    /// An audit row about this access (username, device and id filled in).
+    pub fn audit_event(
+        &self,
+        at: UnixMs,
+        name: &str,
+        actor: Option<&str>,
+        outcome: &str,
+    ) -> AuditEvent {
+        AuditEvent {
+            subject: Some(self.username.clone()),
+            device: Some(self.device.clone()),
+            object: Some(self.id.to_string()),
+            ..crate::audit::event(at, name, actor, outcome)
+        }
+    }
+}
+
 /// A login ticket (`POST /api/v1/Session`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ticket {

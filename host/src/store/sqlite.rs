@@ -24,7 +24,6 @@ use super::{
     AuditEvent, Expired, OpenSession, SessionState, Store, StoreError, Ticket, TokenHash,
     TransientAccess, TransientKind, UnixMs,
 };
-use crate::audit::event;
 use crate::config::AccessLevel;
 
 const DB_FILE: &str = "sallyport.db";
@@ -430,10 +429,7 @@ impl Store for SqliteStore {
             s.state = SessionState::Initiated;
             s.initiated_at = Some(now);
             s.source = source.clone();
-            let mut e = event(now, "session.redeemed", Some(&s.user), "allow");
-            e.subject = Some(s.user.clone());
-            e.device = Some(s.device.clone());
-            e.object = Some(s.id.clone());
+            let mut e = s.audit_event(now, "session.redeemed", Some(&s.user), "allow");
             e.source = source;
             insert_audit(c, &e)?;
             Ok(Some(s))
@@ -464,10 +460,7 @@ impl Store for SqliteStore {
                 .execute(params![s.id, now])?;
                 s.state = SessionState::Terminated;
                 s.ended_at = Some(now);
-                let mut e = event(now, "session.terminated", Some(&actor), "ok");
-                e.subject = Some(s.user.clone());
-                e.device = Some(s.device.clone());
-                e.object = Some(s.id.clone());
+                let e = s.audit_event(now, "session.terminated", Some(&actor), "ok");
                 insert_audit(c, &e)?;
                 done.push(s);
             }
@@ -595,10 +588,7 @@ impl Store for SqliteStore {
             a.expired = true;
             a.revoked_early = true;
             a.ended_at = Some(now);
-            let mut e = event(now, "transient.revoked", Some(&actor), "ok");
-            e.subject = Some(a.username.clone());
-            e.device = Some(a.device.clone());
-            e.object = Some(a.id.to_string());
+            let e = a.audit_event(now, "transient.revoked", Some(&actor), "ok");
             insert_audit(c, &e)?;
             Ok(Some(a))
         })
@@ -664,10 +654,7 @@ impl Store for SqliteStore {
                     .execute(params![s.id, now])?;
                 s.state = SessionState::Expired;
                 s.ended_at = Some(now);
-                let mut e = event(now, "session.expired", None, "ok");
-                e.subject = Some(s.user.clone());
-                e.device = Some(s.device.clone());
-                e.object = Some(s.id.clone());
+                let e = s.audit_event(now, "session.expired", None, "ok");
                 insert_audit(c, &e)?;
                 out.sessions.push(s);
             }
@@ -676,10 +663,7 @@ impl Store for SqliteStore {
                     .execute(params![a.id.to_string(), now])?;
                 a.expired = true;
                 a.ended_at = Some(now);
-                let mut e = event(now, "transient.expired", None, "ok");
-                e.subject = Some(a.username.clone());
-                e.device = Some(a.device.clone());
-                e.object = Some(a.id.to_string());
+                let e = a.audit_event(now, "transient.expired", None, "ok");
                 insert_audit(c, &e)?;
                 out.transients.push(a);
             }
