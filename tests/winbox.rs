@@ -254,7 +254,18 @@ async fn wait_listening(port: u16) {
     loop {
         match TcpStream::connect(("127.0.0.1", port)).await {
             Ok(_) => return,
-            Err(e) if Instant::now() > deadline => panic!("port {port} never opened: {e}"),
+            Err(e) if Instant::now() > deadline => panic!(
+                "port {port} never opened: {e}; listeners: {}",
+                std::process::Command::new("ss")
+                    .args(["-tanp"])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .filter(|l| l.contains(&format!(":{port} ")))
+                        .collect::<Vec<_>>()
+                        .join("\n"))
+                    .unwrap_or_default()
+            ),
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
@@ -470,6 +481,21 @@ async fn live_accesses_are_restored_after_a_restart() {
     assert!(!roundtrip(&mut refused, b"x").await);
     // The revoked one stays closed.
     assert!(connect_from("127.0.0.1", port_of(&gone)).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_port_held_by_another_socket_is_bound_once_it_is_free() {
+    let echo = echo_server().await;
+    let blocker = std::net::TcpListener::bind("127.0.0.1:48100").unwrap();
+    let f = Fixture::start("48100-48100", echo.addr, None).await;
+    let a = f.winbox("127.0.0.1/32").await;
+    assert_eq!(port_of(&a), 48100);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(f.gw.plain_log().contains("event=transient.listen_failed"));
+    drop(blocker);
+    wait_listening(48100).await;
+    let mut s = connect_from("127.0.0.1", 48100).await.unwrap();
+    assert!(roundtrip(&mut s, b"late but there").await);
 }
 
 /// The private-range rule, decided by the policy with the peer address given at the issuer's

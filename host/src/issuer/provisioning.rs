@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{Issuer, IssuerError, Lifecycle};
 use crate::audit::{self, now_ms};
-use crate::provision::Provisioner;
+use crate::provision::{ProvisionError, Provisioner};
 use crate::secret::Secret;
 use crate::store::{AuditEvent, TransientAccess};
 
@@ -29,8 +29,9 @@ impl Issuer {
         else {
             return Ok(());
         };
-        let Err(cause) = p.create_user(access, password).await else {
-            return Ok(());
+        let cause = match p.create_user(access, password).await {
+            Ok(()) => return Ok(()),
+            Err(cause) => cause,
         };
         let e = AuditEvent {
             subject: Some(access.username.clone()),
@@ -50,6 +51,10 @@ impl Issuer {
         let _ = self
             .events
             .send(Lifecycle::TransientEnded { id: access.id });
+        if let ProvisionError::Store(e) = cause {
+            // Our own store failing is not the device's fault: a 500, not a 502.
+            return Err(e.into());
+        }
         Err(IssuerError::BadGateway(format!(
             "could not create the transient user on device {:?}: {cause}",
             access.device

@@ -4,11 +4,15 @@
 //! the truth: [`Listeners::sync`] makes the set of listeners match the live accesses, and the
 //! issuer's lifecycle events say when to look.
 //!
+//! A port that cannot be bound (usually held by another socket: the transient range overlaps
+//! the kernel's ephemeral ports unless `net.ipv4.ip_local_reserved_ports` excludes it) is
+//! audited once and retried every second until the access ends.
+//!
 //! Closing an access's listener also flips its `ended` signal, which every connection accepted
 //! on it watches, so ending an access cuts its connections. The Winbox forwarder uses this with
 //! a raw TCP handler; an SSH handler could use it the same way.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -22,6 +26,9 @@ use tokio::task::JoinHandle;
 use crate::audit::{self, now_ms};
 use crate::issuer::{Issuer, Lifecycle};
 use crate::store::{AuditEvent, TransientAccess, TransientKind};
+
+/// How often listeners that could not bind are tried again.
+const RETRY: Duration = Duration::from_secs(1);
 
 /// What a kind of access serves on its listener.
 pub trait AccessHandler: Send + Sync + 'static {
@@ -51,6 +58,9 @@ pub struct Listeners<H> {
     open: Mutex<HashMap<uuid::Uuid, Open>>,
     /// Serialises `sync` so two concurrent runs do not both bind one port.
     syncing: tokio::sync::Mutex<()>,
+    /// A bind failed (usually the port is held by some other socket, e.g. an outgoing
+    /// connection given it as its ephemeral port); `run` retries until it succeeds.
+    failed: Mutex<HashSet<uuid::Uuid>>,
 }
 
 impl<H> std::fmt::Debug for Listeners<H> {
@@ -70,6 +80,7 @@ impl<H: AccessHandler> Listeners<H> {
             bind_ip,
             open: Mutex::new(HashMap::new()),
             syncing: tokio::sync::Mutex::new(()),
+            failed: Mutex::new(HashSet::new()),
         }
     }
 
@@ -90,6 +101,9 @@ impl<H: AccessHandler> Listeners<H> {
             }
         };
         let live: Vec<TransientAccess> = live.into_iter().filter(|a| a.kind == H::KIND).collect();
+        self.failed
+            .lock()
+            .retain(|id| live.iter().any(|a| &a.id == id));
         let stale: Vec<uuid::Uuid> = self
             .open
             .lock()
@@ -112,6 +126,7 @@ impl<H: AccessHandler> Listeners<H> {
         match TcpListener::bind(addr).await {
             Ok(listener) => {
                 tracing::info!(access = %access.id, kind = H::KIND.as_str(), %addr, "transient listener open");
+                self.failed.lock().remove(&access.id);
                 let (ended, ended_rx) = watch::channel(false);
                 let serve =
                     self.handler
@@ -121,6 +136,11 @@ impl<H: AccessHandler> Listeners<H> {
                 self.open.lock().insert(access.id, Open { task, ended });
             }
             Err(e) => {
+                tracing::warn!(access = %access.id, %addr, error = %e, "cannot listen; retrying every second");
+                // Audited once per access, not once per retry.
+                if !self.failed.lock().insert(access.id) {
+                    return;
+                }
                 let event = AuditEvent {
                     subject: Some(access.username.clone()),
                     device: Some(access.device.clone()),
@@ -170,10 +190,18 @@ impl<H: AccessHandler> Listeners<H> {
     ) {
         self.sync().await;
         tokio::pin!(shutdown);
+        let mut retry = tokio::time::interval(RETRY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let event = tokio::select! {
                 _ = &mut shutdown => break,
                 e = events.recv() => e,
+                _ = retry.tick() => {
+                    if !self.failed.lock().is_empty() {
+                        self.sync().await;
+                    }
+                    continue;
+                }
             };
             match event {
                 Ok(Lifecycle::TransientEnded { id }) => self.close(id).await,
