@@ -66,7 +66,9 @@ fn hash_password_prints_an_argon2id_hash() {
 #[tokio::test]
 async fn serve_without_config_uses_embedded_defaults() {
     // The defaults listen on 127.0.0.1:8443 and :2222; skip rather than fail if either is taken.
-    if std::net::TcpListener::bind("127.0.0.1:8443").is_err() || std::net::TcpListener::bind("127.0.0.1:2222").is_err() {
+    if std::net::TcpListener::bind("127.0.0.1:8443").is_err()
+        || std::net::TcpListener::bind("127.0.0.1:2222").is_err()
+    {
         eprintln!("port 8443 or 2222 busy; skipping");
         return;
     }

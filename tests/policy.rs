@@ -23,7 +23,14 @@ fn plugins_dir(tmp: &tempfile::TempDir) -> PathBuf {
 }
 
 async fn issue(c: &reqwest::Client, gw: &Gateway, ticket: &str) -> (u16, serde_json::Value) {
-    post(c, gw, ticket, "/api/v1/opensession", json!({"user":"admin","target_device":"edge-1","duration":60})).await
+    post(
+        c,
+        gw,
+        ticket,
+        "/api/v1/opensession",
+        json!({"user":"admin","target_device":"edge-1","duration":60}),
+    )
+    .await
 }
 
 /// Writes a drop-in atomically (as an admin's `cp` + `mv` would) and waits until a decision
@@ -34,14 +41,23 @@ async fn drop_in(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
 
-async fn wait_for(c: &reqwest::Client, gw: &Gateway, ticket: &str, pred: impl Fn(&(u16, serde_json::Value)) -> bool) -> (u16, serde_json::Value) {
+async fn wait_for(
+    c: &reqwest::Client,
+    gw: &Gateway,
+    ticket: &str,
+    pred: impl Fn(&(u16, serde_json::Value)) -> bool,
+) -> (u16, serde_json::Value) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let got = issue(c, gw, ticket).await;
         if pred(&got) {
             return got;
         }
-        assert!(Instant::now() < deadline, "policy change not observed; last answer {got:?}\nlog:\n{}", gw.log());
+        assert!(
+            Instant::now() < deadline,
+            "policy change not observed; last answer {got:?}\nlog:\n{}",
+            gw.log()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -54,9 +70,23 @@ async fn builtin_rules_are_components_counted_and_audited() {
     let admin = login(&c, &gw, "admin", "admin-pw").await;
     let alice = login(&c, &gw, "alice", "alice-pw").await;
     assert_eq!(issue(&c, &gw, &admin).await.0, 200);
-    let denied = post(&c, &gw, &alice, "/api/v1/opensession", json!({"user":"alice","target_device":"core-1"})).await;
+    let denied = post(
+        &c,
+        &gw,
+        &alice,
+        "/api/v1/opensession",
+        json!({"user":"alice","target_device":"core-1"}),
+    )
+    .await;
     assert_error(&denied, 403, "has no group that reaches device core-1");
-    let metrics = c.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = c
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for line in [
         r#"sallyport_policy_decisions_total{hook="authorize",plugin="builtin-authorize",outcome="allow"} 1"#,
         r#"sallyport_policy_decisions_total{hook="authorize",plugin="builtin-authorize",outcome="deny"} 1"#,
@@ -65,11 +95,19 @@ async fn builtin_rules_are_components_counted_and_audited() {
         assert!(metrics.contains(line), "missing {line}\n{metrics}");
     }
     gw.stop();
-    let inproc = sallyport::server::Gateway::open(sallyport::config::Config::load(&cfg).unwrap()).unwrap().0;
+    let inproc = sallyport::server::Gateway::open(sallyport::config::Config::load(&cfg).unwrap())
+        .unwrap()
+        .0;
     let log = inproc.issuer.store().audit_log(50).await.unwrap();
-    let decision = log.iter().find(|e| e.event == "policy.authorize" && e.outcome == "deny").expect("decision audited");
+    let decision = log
+        .iter()
+        .find(|e| e.event == "policy.authorize" && e.outcome == "deny")
+        .expect("decision audited");
     let reason = decision.reason.as_deref().unwrap();
-    assert!(reason.contains("plugin=builtin-authorize hash=") && reason.contains("duration_us="), "{reason}");
+    assert!(
+        reason.contains("plugin=builtin-authorize hash=") && reason.contains("duration_us="),
+        "{reason}"
+    );
     assert_eq!(decision.subject.as_deref(), Some("alice"));
     inproc.close();
 }
@@ -91,25 +129,58 @@ async fn hostile_plugins_deny_and_the_gateway_keeps_serving() {
 
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("trap", hostile::trap("authorize"), "trapped"),
-        ("endless", hostile::endless("authorize"), "exceeded its deadline"),
-        ("hog", hostile::memory_hog("authorize"), "exceeded its memory cap"),
+        (
+            "endless",
+            hostile::endless("authorize"),
+            "exceeded its deadline",
+        ),
+        (
+            "hog",
+            hostile::memory_hog("authorize"),
+            "exceeded its memory cap",
+        ),
         ("garbage", hostile::garbage("authorize"), "trapped"),
         ("evil", hostile::evil_import("authorize"), "evil:net/socket"),
-        ("noworld", hostile::no_world(), "none of `authorize`, `sudo`, `check-source`"),
+        (
+            "noworld",
+            hostile::no_world(),
+            "none of `authorize`, `sudo`, `check-source`",
+        ),
     ];
     for (name, bytes, cause) in cases {
         drop_in(&dir, &format!("{name}.wasm"), &bytes).await;
         let got = wait_for(&c, &gw, &admin, |g| g.0 == 403).await;
         let msg = got.1["message"].as_str().unwrap_or_default().to_string();
-        assert!(msg.contains(&format!("policy plugin {name}")) && msg.contains(cause), "{name}: {msg}");
+        assert!(
+            msg.contains(&format!("policy plugin {name}")) && msg.contains(cause),
+            "{name}: {msg}"
+        );
         // The host is alive and other endpoints work.
-        assert_eq!(c.get(gw.url("/healthz")).send().await.unwrap().status(), 200);
+        assert_eq!(
+            c.get(gw.url("/healthz")).send().await.unwrap().status(),
+            200
+        );
         std::fs::remove_file(dir.join(format!("{name}.wasm"))).unwrap();
         wait_for(&c, &gw, &admin, |g| g.0 == 200).await;
     }
-    let metrics = c.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    for (plugin, fault) in [("trap", "trap"), ("endless", "deadline"), ("hog", "memory"), ("garbage", "trap"), ("evil", "load"), ("noworld", "load")] {
-        let line = format!(r#"sallyport_policy_plugin_faults_total{{plugin="{plugin}",fault="{fault}"}}"#);
+    let metrics = c
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (plugin, fault) in [
+        ("trap", "trap"),
+        ("endless", "deadline"),
+        ("hog", "memory"),
+        ("garbage", "trap"),
+        ("evil", "load"),
+        ("noworld", "load"),
+    ] {
+        let line =
+            format!(r#"sallyport_policy_plugin_faults_total{{plugin="{plugin}",fault="{fault}"}}"#);
         assert!(metrics.contains(&line), "missing {line}\n{metrics}");
     }
     // A plugin that cannot tell its world fails every hook closed, sudo included.
@@ -139,9 +210,19 @@ async fn drop_ins_combine_reload_and_keep_the_old_version_when_broken() {
     let dir = plugins_dir(&tmp);
 
     // A deny-list drop-in with a sidecar is loaded for the hook its world declares.
-    drop_in(&dir, "closed.wasm", &hostile::deny("authorize", "maintenance window")).await;
+    drop_in(
+        &dir,
+        "closed.wasm",
+        &hostile::deny("authorize", "maintenance window"),
+    )
+    .await;
     let got = wait_for(&c, &gw, &admin, |g| g.0 == 403).await;
-    assert!(got.1["message"].as_str().unwrap().contains("maintenance window"));
+    assert!(
+        got.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("maintenance window")
+    );
     // Abstain is neutral next to the built-in allow.
     drop_in(&dir, "closed.wasm", &hostile::abstain("authorize")).await;
     wait_for(&c, &gw, &admin, |g| g.0 == 200).await;
@@ -149,26 +230,52 @@ async fn drop_ins_combine_reload_and_keep_the_old_version_when_broken() {
     drop_in(&dir, "closed.wasm", b"\0asm garbage").await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(issue(&c, &gw, &admin).await.0, 200);
-    assert!(gw.log().contains("keeping the previous version"), "{}", gw.log());
+    assert!(
+        gw.log().contains("keeping the previous version"),
+        "{}",
+        gw.log()
+    );
     // Removing it unloads it; a sudo-world drop-in lands on the sudo hook only.
     std::fs::remove_file(dir.join("closed.wasm")).unwrap();
-    drop_in(&dir, "nosudo.wasm", &hostile::deny("sudo", "no acting for others today")).await;
+    drop_in(
+        &dir,
+        "nosudo.wasm",
+        &hostile::deny("sudo", "no acting for others today"),
+    )
+    .await;
     let alice_for = |c: reqwest::Client, gw_url: String, admin: String| async move {
-        let r = c.post(format!("{gw_url}/api/v1/opensession")).header("ticket", admin)
-            .json(&json!({"user":"alice","target_device":"edge-1"})).send().await.unwrap();
-        (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+        let r = c
+            .post(format!("{gw_url}/api/v1/opensession"))
+            .header("ticket", admin)
+            .json(&json!({"user":"alice","target_device":"edge-1"}))
+            .send()
+            .await
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<serde_json::Value>().await.unwrap(),
+        )
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let got = alice_for(c.clone(), gw.base.clone(), admin.clone()).await;
         if got.0 == 403 {
-            assert!(got.1["message"].as_str().unwrap().contains("no acting for others today"));
+            assert!(
+                got.1["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("no acting for others today")
+            );
             break;
         }
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(issue(&c, &gw, &admin).await.0, 200, "self-issue does not consult sudo");
+    assert_eq!(
+        issue(&c, &gw, &admin).await.0,
+        200,
+        "self-issue does not consult sudo"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -185,18 +292,32 @@ async fn hot_reload_under_load_fails_no_decision() {
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let workers: Vec<_> = (0..8)
         .map(|_| {
-            let (c, url, admin, stop, ok, failed) =
-                (c.clone(), gw.url("/api/v1/opensession"), admin.clone(), stop.clone(), ok.clone(), failed.clone());
+            let (c, url, admin, stop, ok, failed) = (
+                c.clone(),
+                gw.url("/api/v1/opensession"),
+                admin.clone(),
+                stop.clone(),
+                ok.clone(),
+                failed.clone(),
+            );
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    let r = c.post(&url).header("ticket", &admin)
-                        .json(&json!({"user":"admin","target_device":"edge-1","duration":60})).send().await;
+                    let r = c
+                        .post(&url)
+                        .header("ticket", &admin)
+                        .json(&json!({"user":"admin","target_device":"edge-1","duration":60}))
+                        .send()
+                        .await;
                     match r {
                         Ok(r) if r.status() == 200 => {
                             ok.fetch_add(1, Ordering::Relaxed);
                         }
                         Ok(r) => {
-                            eprintln!("failed decision: {} {}", r.status(), r.text().await.unwrap_or_default());
+                            eprintln!(
+                                "failed decision: {} {}",
+                                r.status(),
+                                r.text().await.unwrap_or_default()
+                            );
                             failed.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(e) => {
@@ -210,7 +331,12 @@ async fn hot_reload_under_load_fails_no_decision() {
         .collect();
     // Swap between two versions twenty times while the load runs.
     for i in 0..20u32 {
-        drop_in(&dir, "ttl.wasm", &hostile::allow_with_ttl("authorize", 300 + i)).await;
+        drop_in(
+            &dir,
+            "ttl.wasm",
+            &hostile::allow_with_ttl("authorize", 300 + i),
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(120)).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -219,7 +345,10 @@ async fn hot_reload_under_load_fails_no_decision() {
     }
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     assert!(ok > 100, "too little load: {ok}");
-    assert_eq!(failed, 0, "{failed} decisions failed during reloads ({ok} succeeded)");
+    assert_eq!(
+        failed, 0,
+        "{failed} decisions failed during reloads ({ok} succeeded)"
+    );
     let loads = gw.log().matches("policy plugin loaded").count();
     assert!(loads >= 15, "only {loads} reloads observed");
 }
@@ -246,6 +375,9 @@ fn a_plugin_that_cannot_load_stops_the_start_naming_its_file() {
             .unwrap();
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(needle) && err.contains(file.trim_end_matches(".wasm")), "{file}: {err}");
+        assert!(
+            err.contains(needle) && err.contains(file.trim_end_matches(".wasm")),
+            "{file}: {err}"
+        );
     }
 }

@@ -306,11 +306,19 @@ impl Config {
             );
         }
         if self.server.plugin_deadline_ms == 0 || self.server.plugin_memory_mb == 0 {
-            return invalid("server.plugin_deadline_ms and server.plugin_memory_mb must be > 0".into());
+            return invalid(
+                "server.plugin_deadline_ms and server.plugin_memory_mb must be > 0".into(),
+            );
         }
         for p in &self.plugins {
-            if p.deadline_ms == Some(0) || p.memory_mb == Some(0) || p.memory_mb.is_some_and(|m| m > 4096) {
-                return invalid(format!("plugin {}: deadline_ms must be > 0 and memory_mb 1..=4096", p.path.display()));
+            if p.deadline_ms == Some(0)
+                || p.memory_mb == Some(0)
+                || p.memory_mb.is_some_and(|m| m > 4096)
+            {
+                return invalid(format!(
+                    "plugin {}: deadline_ms must be > 0 and memory_mb 1..=4096",
+                    p.path.display()
+                ));
             }
         }
         if self.server.sweep_interval_ms == 0 {

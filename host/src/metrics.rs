@@ -49,7 +49,9 @@ pub struct FaultLabel {
 }
 
 fn decision_histogram() -> Histogram {
-    Histogram::new([0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.001, 0.005, 0.025])
+    Histogram::new([
+        0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.001, 0.005, 0.025,
+    ])
 }
 
 fn latency_histogram() -> Histogram {
@@ -101,13 +103,26 @@ impl Default for Metrics {
             request_seconds.clone(),
         );
         let decisions = Family::<DecisionLabel, Counter>::default();
-        let decision_seconds = Family::<PluginLabel, Histogram, fn() -> Histogram>::new_with_constructor(
-            decision_histogram as fn() -> Histogram,
-        );
+        let decision_seconds =
+            Family::<PluginLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                decision_histogram as fn() -> Histogram,
+            );
         let plugin_faults = Family::<FaultLabel, Counter>::default();
-        registry.register("policy_decisions", "Policy decisions per plugin and outcome", decisions.clone());
-        registry.register("policy_decision_duration_seconds", "Time per plugin decision", decision_seconds.clone());
-        registry.register("policy_plugin_faults", "Plugin faults (each one a deny)", plugin_faults.clone());
+        registry.register(
+            "policy_decisions",
+            "Policy decisions per plugin and outcome",
+            decisions.clone(),
+        );
+        registry.register(
+            "policy_decision_duration_seconds",
+            "Time per plugin decision",
+            decision_seconds.clone(),
+        );
+        registry.register(
+            "policy_plugin_faults",
+            "Plugin faults (each one a deny)",
+            plugin_faults.clone(),
+        );
         Self {
             registry,
             issued,
@@ -139,13 +154,24 @@ impl Metrics {
     pub fn decision(&self, hook: &str, plugin: &str, outcome: &str, took: std::time::Duration) {
         let (hook, plugin) = (hook.to_string(), plugin.to_string());
         self.decisions
-            .get_or_create(&DecisionLabel { hook: hook.clone(), plugin: plugin.clone(), outcome: outcome.into() })
+            .get_or_create(&DecisionLabel {
+                hook: hook.clone(),
+                plugin: plugin.clone(),
+                outcome: outcome.into(),
+            })
             .inc();
-        self.decision_seconds.get_or_create(&PluginLabel { hook, plugin }).observe(took.as_secs_f64());
+        self.decision_seconds
+            .get_or_create(&PluginLabel { hook, plugin })
+            .observe(took.as_secs_f64());
     }
 
     pub fn plugin_fault(&self, plugin: &str, fault: &str) {
-        self.plugin_faults.get_or_create(&FaultLabel { plugin: plugin.into(), fault: fault.into() }).inc();
+        self.plugin_faults
+            .get_or_create(&FaultLabel {
+                plugin: plugin.into(),
+                fault: fault.into(),
+            })
+            .inc();
     }
 
     /// The text exposition format.

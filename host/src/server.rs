@@ -102,20 +102,22 @@ impl Gateway {
             store.clone(),
         )?);
         let policy = Arc::new(Policy::load(&config, &data, metrics.clone())?);
-        let issuer = Arc::new(Issuer::new(
-            store.clone() as Arc<dyn Store>,
-            Arc::new(directory),
-            policy.clone(),
-            sealer,
-            metrics.clone(),
-            IssuerConfig {
-                ports: config.server.port_range()?,
-                public_host: config.server.public_host.clone(),
-                max_otk_duration_secs: config.server.max_otk_duration_secs,
-                ticket_ttl_secs: config.server.ticket_ttl_secs,
-            },
-        )
-        .with_provisioner(provisioner.clone()));
+        let issuer = Arc::new(
+            Issuer::new(
+                store.clone() as Arc<dyn Store>,
+                Arc::new(directory),
+                policy.clone(),
+                sealer,
+                metrics.clone(),
+                IssuerConfig {
+                    ports: config.server.port_range()?,
+                    public_host: config.server.public_host.clone(),
+                    max_otk_duration_secs: config.server.max_otk_duration_secs,
+                    ticket_ttl_secs: config.server.ticket_ttl_secs,
+                },
+            )
+            .with_provisioner(provisioner.clone()),
+        );
         let data = Arc::new(data);
         let ssh = Arc::new(crate::ssh::SshService::new(
             issuer.clone(),

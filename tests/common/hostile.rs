@@ -109,7 +109,12 @@ pub fn garbage(export: &str) -> Vec<u8> {
 
 /// Imports an interface the host does not provide.
 pub fn evil_import(export: &str) -> Vec<u8> {
-    component(export, "(i32.const 2048)", &[2, 0, 0, 0], r#"(import "evil:net/socket" (instance (export "connect" (func))))"#)
+    component(
+        export,
+        "(i32.const 2048)",
+        &[2, 0, 0, 0],
+        r#"(import "evil:net/socket" (instance (export "connect" (func))))"#,
+    )
 }
 
 /// A component with no policy export at all.

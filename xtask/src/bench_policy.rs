@@ -12,27 +12,54 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use cedar_policy::{Authorizer, Context as CedarContext, Decision as CedarDecision, Entities, EntityUid, PolicySet, Request as CedarRequest};
+use cedar_policy::{
+    Authorizer, Context as CedarContext, Decision as CedarDecision, Entities, EntityUid, PolicySet,
+    Request as CedarRequest,
+};
 use hdrhistogram::Histogram;
 use sallyport::config::{AccessLevel, Config, GroupConfig};
-use sallyport::policy::{Action, Decision, DeviceRef, Policy, Principal, Protocol, Request, Verdict, native};
+use sallyport::policy::{
+    Action, Decision, DeviceRef, Policy, Principal, Protocol, Request, Verdict, native,
+};
 
 const OPEN_MIN: u32 = 0;
 const CLOSE_MIN: u32 = 24 * 60 - 1;
 
 fn groups() -> Vec<GroupConfig> {
     vec![
-        GroupConfig { name: "admins".into(), sudo: true, devices: vec!["*".into()], access: AccessLevel::Full },
-        GroupConfig { name: "ops".into(), sudo: false, devices: vec!["edge-*".into(), "lab-?".into()], access: AccessLevel::ReadOnly },
+        GroupConfig {
+            name: "admins".into(),
+            sudo: true,
+            devices: vec!["*".into()],
+            access: AccessLevel::Full,
+        },
+        GroupConfig {
+            name: "ops".into(),
+            sudo: false,
+            devices: vec!["edge-*".into(), "lab-?".into()],
+            access: AccessLevel::ReadOnly,
+        },
     ]
 }
 
 fn request(subject_groups: &[&str], device: &str, source: &str, requester_sudo: bool) -> Request {
     Request {
         action: Action::Connect,
-        requester: Principal { name: "admin".into(), groups: vec!["admins".into()], sudo: requester_sudo },
-        subject: Principal { name: "alice".into(), groups: subject_groups.iter().map(|g| g.to_string()).collect(), sudo: false },
-        device: DeviceRef { name: device.into(), id: "d290f1ee-6c54-4b01-90e6-d701748f0851".into(), tags: vec![] },
+        requester: Principal {
+            name: "admin".into(),
+            groups: vec!["admins".into()],
+            sudo: requester_sudo,
+        },
+        subject: Principal {
+            name: "alice".into(),
+            groups: subject_groups.iter().map(|g| g.to_string()).collect(),
+            sudo: false,
+        },
+        device: DeviceRef {
+            name: device.into(),
+            id: "d290f1ee-6c54-4b01-90e6-d701748f0851".into(),
+            tags: vec![],
+        },
         protocol: Protocol::Ssh,
         access: AccessLevel::ReadOnly,
         ttl_seconds: 600,
@@ -57,7 +84,9 @@ fn cases() -> Vec<(Request, bool)> {
 // ---- the three implementations -------------------------------------------------------------
 
 fn wasm_decide(p: &Policy, r: &Request) -> bool {
-    matches!(p.sudo(r), Verdict::Allow(_)) && matches!(p.authorize(r), Verdict::Allow(_)) && matches!(p.source(r), Verdict::Allow(_))
+    matches!(p.sudo(r), Verdict::Allow(_))
+        && matches!(p.authorize(r), Verdict::Allow(_))
+        && matches!(p.source(r), Verdict::Allow(_))
 }
 
 fn native_decide(groups: &[GroupConfig], r: &Request) -> bool {
@@ -101,7 +130,8 @@ fn cedar_policies(groups: &[GroupConfig]) -> String {
 
 impl Cedar {
     fn new(groups: &[GroupConfig]) -> anyhow::Result<Self> {
-        let policies = PolicySet::from_str(&cedar_policies(groups)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let policies =
+            PolicySet::from_str(&cedar_policies(groups)).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut ents = vec![
             serde_json::json!({"uid": {"type": "Device", "id": "edge-1"}, "attrs": {"name": "edge-1"}, "parents": []}),
             serde_json::json!({"uid": {"type": "Device", "id": "core-1"}, "attrs": {"name": "core-1"}, "parents": []}),
@@ -109,15 +139,37 @@ impl Cedar {
         for g in groups {
             ents.push(serde_json::json!({"uid": {"type": "Group", "id": g.name}, "attrs": {}, "parents": []}));
         }
-        let entities = Entities::from_json_value(serde_json::Value::Array(ents), None).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(Self { policies, entities, authorizer: Authorizer::new() })
+        let entities = Entities::from_json_value(serde_json::Value::Array(ents), None)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Self {
+            policies,
+            entities,
+            authorizer: Authorizer::new(),
+        })
     }
 
-    fn ask(&self, principal: &EntityUid, principal_entity: &Entities, action: &str, resource: &EntityUid, ctx: serde_json::Value) -> bool {
-        let Ok(action) = EntityUid::from_str(&format!("Action::\"{action}\"")) else { return false };
-        let Ok(context) = CedarContext::from_json_value(ctx, None) else { return false };
-        let Ok(req) = CedarRequest::new(principal.clone(), action, resource.clone(), context, None) else { return false };
-        self.authorizer.is_authorized(&req, &self.policies, principal_entity).decision() == CedarDecision::Allow
+    fn ask(
+        &self,
+        principal: &EntityUid,
+        principal_entity: &Entities,
+        action: &str,
+        resource: &EntityUid,
+        ctx: serde_json::Value,
+    ) -> bool {
+        let Ok(action) = EntityUid::from_str(&format!("Action::\"{action}\"")) else {
+            return false;
+        };
+        let Ok(context) = CedarContext::from_json_value(ctx, None) else {
+            return false;
+        };
+        let Ok(req) = CedarRequest::new(principal.clone(), action, resource.clone(), context, None)
+        else {
+            return false;
+        };
+        self.authorizer
+            .is_authorized(&req, &self.policies, principal_entity)
+            .decision()
+            == CedarDecision::Allow
     }
 
     fn decide(&self, r: &Request) -> bool {
@@ -144,13 +196,24 @@ impl Cedar {
             AccessLevel::ReadOnly => "read-only",
         };
         let minute = (r.now_unix_ms / 60_000) % 1440;
-        let mut source_ctx = serde_json::json!({"source": r.source, "allow_rfc1918": r.allow_rfc1918});
+        let mut source_ctx =
+            serde_json::json!({"source": r.source, "allow_rfc1918": r.allow_rfc1918});
         if let Some(c) = &r.allow_only_cidr {
             source_ctx["cidr"] = serde_json::json!(c);
         }
-        self.ask(&requester, &entities, "sudo", &device, serde_json::json!({"on_behalf": r.requester.name != r.subject.name}))
-            && self.ask(&subject, &entities, "authorize", &device, serde_json::json!({"access": access, "minute": minute}))
-            && self.ask(&subject, &entities, "source", &device, source_ctx)
+        self.ask(
+            &requester,
+            &entities,
+            "sudo",
+            &device,
+            serde_json::json!({"on_behalf": r.requester.name != r.subject.name}),
+        ) && self.ask(
+            &subject,
+            &entities,
+            "authorize",
+            &device,
+            serde_json::json!({"access": access, "minute": minute}),
+        ) && self.ask(&subject, &entities, "source", &device, source_ctx)
     }
 }
 
@@ -178,7 +241,10 @@ fn us(h: &Histogram<u64>, q: f64) -> f64 {
 pub fn run(iterations: usize) -> anyhow::Result<()> {
     let components = crate::proc::root().join("target/wasm-guests/components/business-hours.wasm");
     if !components.exists() {
-        bail!("{} is missing: run plugins/build.sh first", components.display());
+        bail!(
+            "{} is missing: run plugins/build.sh first",
+            components.display()
+        );
     }
     let tmp = tempfile::tempdir()?;
     let mut config = Config::embedded_default();
@@ -189,24 +255,50 @@ pub fn run(iterations: usize) -> anyhow::Result<()> {
     let plugin: sallyport::config::PluginConfig = toml_plugin(&components)?;
     config.plugins = vec![plugin];
     std::fs::create_dir_all(&config.server.data_dir)?;
-    let data = cap_std::fs::Dir::open_ambient_dir(&config.server.data_dir, cap_std::ambient_authority())?;
-    let policy = Policy::load(&config, &data, Arc::new(sallyport::metrics::Metrics::default())).context("loading plugins")?;
+    let data =
+        cap_std::fs::Dir::open_ambient_dir(&config.server.data_dir, cap_std::ambient_authority())?;
+    let policy = Policy::load(
+        &config,
+        &data,
+        Arc::new(sallyport::metrics::Metrics::default()),
+    )
+    .context("loading plugins")?;
     let cedar = Cedar::new(&config.groups)?;
     let groups = config.groups.clone();
 
     for (r, expected) in cases() {
-        let got = (wasm_decide(&policy, &r), cedar.decide(&r), native_decide(&groups, &r));
+        let got = (
+            wasm_decide(&policy, &r),
+            cedar.decide(&r),
+            native_decide(&groups, &r),
+        );
         if got != (expected, expected, expected) {
-            bail!("implementations disagree on {:?}/{:?}/{:?}: {got:?}, expected {expected}", r.subject.groups, r.device.name, r.source);
+            bail!(
+                "implementations disagree on {:?}/{:?}/{:?}: {got:?}, expected {expected}",
+                r.subject.groups,
+                r.device.name,
+                r.source
+            );
         }
     }
-    println!("bench policy: {iterations} requests per implementation, 4 hook calls each (sudo, authorize x2, source); outcomes agree on 4 cases");
+    println!(
+        "bench policy: {iterations} requests per implementation, 4 hook calls each (sudo, authorize x2, source); outcomes agree on 4 cases"
+    );
     let (r, _) = cases().remove(0);
     let wasm = measure(iterations, || wasm_decide(&policy, &r))?;
     let cedar_h = measure(iterations, || cedar.decide(&r))?;
     let native_h = measure(iterations, || native_decide(&groups, &r))?;
-    for (name, h) in [("wasm components", &wasm), ("cedar-policy", &cedar_h), ("native Rust", &native_h)] {
-        println!("{name:<16} p50 {:>9.2} us  p99 {:>9.2} us  p99.9 {:>9.2} us", us(h, 0.5), us(h, 0.99), us(h, 0.999));
+    for (name, h) in [
+        ("wasm components", &wasm),
+        ("cedar-policy", &cedar_h),
+        ("native Rust", &native_h),
+    ] {
+        println!(
+            "{name:<16} p50 {:>9.2} us  p99 {:>9.2} us  p99.9 {:>9.2} us",
+            us(h, 0.5),
+            us(h, 0.99),
+            us(h, 0.999)
+        );
     }
     println!(
         "ratios: wasm/cedar p50 {:.2}x p99 {:.2}x; wasm/native p50 {:.0}x p99 {:.0}x",
@@ -215,8 +307,12 @@ pub fn run(iterations: usize) -> anyhow::Result<()> {
         us(&wasm, 0.5) / us(&native_h, 0.5),
         us(&wasm, 0.99) / us(&native_h, 0.99)
     );
-    let met = us(&wasm, 0.5) <= 10.0 && us(&wasm, 0.99) <= 50.0 && us(&wasm, 0.5) <= us(&cedar_h, 0.5);
-    println!("target (p50 <= 10 us, p99 <= 50 us, no slower than cedar): {}", if met { "met" } else { "NOT met" });
+    let met =
+        us(&wasm, 0.5) <= 10.0 && us(&wasm, 0.99) <= 50.0 && us(&wasm, 0.5) <= us(&cedar_h, 0.5);
+    println!(
+        "target (p50 <= 10 us, p99 <= 50 us, no slower than cedar): {}",
+        if met { "met" } else { "NOT met" }
+    );
     Ok(())
 }
 

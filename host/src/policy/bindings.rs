@@ -54,11 +54,19 @@ fn access_from(a: wit::AccessLevel) -> AccessLevel {
 }
 
 fn principal(p: &Principal) -> wit::Principal {
-    wit::Principal { name: p.name.clone(), groups: p.groups.clone(), sudo: p.sudo }
+    wit::Principal {
+        name: p.name.clone(),
+        groups: p.groups.clone(),
+        sudo: p.sudo,
+    }
 }
 
 fn device(d: &DeviceRef) -> wit::Device {
-    wit::Device { name: d.name.clone(), id: d.id.clone(), tags: d.tags.clone() }
+    wit::Device {
+        name: d.name.clone(),
+        id: d.id.clone(),
+        tags: d.tags.clone(),
+    }
 }
 
 /// The request as the guest sees it.

@@ -36,12 +36,18 @@ impl ComponentCache {
     /// A cache under `data/plugin-cache`, created if needed.
     pub fn new(data: &Dir) -> std::io::Result<Self> {
         data.create_dir_all(CACHE_DIR)?;
-        Ok(Self { dir: Some(data.open_dir(CACHE_DIR)?) })
+        Ok(Self {
+            dir: Some(data.open_dir(CACHE_DIR)?),
+        })
     }
 
-
     /// The compiled component for `bytes`, from the cache or freshly compiled (and stored).
-    pub fn load(&self, engine: &Engine, name: &str, bytes: &[u8]) -> Result<(Component, String), LoadError> {
+    pub fn load(
+        &self,
+        engine: &Engine,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(Component, String), LoadError> {
         let hash = content_hash(bytes);
         let file = format!("{hash}-{}.cwasm", engine_hash(engine));
         if let Some(dir) = &self.dir
@@ -53,7 +59,11 @@ impl ComponentCache {
             {
                 return Ok((c, hash));
             }
-            tracing::warn!(plugin = name, file, "ignoring unreadable compiled-plugin cache entry");
+            tracing::warn!(
+                plugin = name,
+                file,
+                "ignoring unreadable compiled-plugin cache entry"
+            );
         }
         let compiled = engine
             .precompile_component(bytes)
@@ -69,7 +79,8 @@ impl ComponentCache {
                 tracing::warn!(plugin = name, error = %e, "cannot cache compiled plugin; continuing without");
             }
         }
-        let component = deserialize(engine, &compiled).map_err(|e| LoadError::Compile(name.into(), e))?;
+        let component =
+            deserialize(engine, &compiled).map_err(|e| LoadError::Compile(name.into(), e))?;
         Ok((component, hash))
     }
 }

@@ -24,7 +24,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{self, authorize, source, sudo};
@@ -38,7 +41,10 @@ const WALL_FACTOR: u32 = 20;
 
 fn thread_cpu() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(t.tv_sec.max(0) as u64, t.tv_nsec.clamp(0, 999_999_999) as u32)
+    Duration::new(
+        t.tv_sec.max(0) as u64,
+        t.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }
 /// Longest log line a plugin may write, and lines per decision.
 const MAX_LOG_LINE: usize = 1024;
@@ -50,8 +56,15 @@ pub enum LoadError {
     #[error("{0}: not a valid WebAssembly component: {1}")]
     Compile(String, String),
     #[error("{plugin}: exports {found}, which is not the {hook:?} hook's `{expected}`")]
-    WrongWorld { plugin: String, hook: Hook, expected: &'static str, found: String },
-    #[error("{0}: exports none of `authorize`, `sudo`, `check-source`; it is not a sallyport policy component")]
+    WrongWorld {
+        plugin: String,
+        hook: Hook,
+        expected: &'static str,
+        found: String,
+    },
+    #[error(
+        "{0}: exports none of `authorize`, `sudo`, `check-source`; it is not a sallyport policy component"
+    )]
     NoWorld(String),
     #[error("{0}: cannot be linked (it imports something the host does not provide): {1}")]
     Link(String, String),
@@ -173,7 +186,10 @@ impl WasiView for Ctx {
                 .allow_ip_name_lookup(false);
             Box::new((b.build(), ResourceTable::new()))
         });
-        WasiCtxView { ctx: &mut parts.0, table: &mut parts.1 }
+        WasiCtxView {
+            ctx: &mut parts.0,
+            table: &mut parts.1,
+        }
     }
 }
 
@@ -236,7 +252,8 @@ impl PolicyEngine {
         let mut linker = Linker::<Ctx>::new(&engine);
         bindings::add_host_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |c| c)
             .map_err(|e| LoadError::Engine(e.to_string()))?;
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| LoadError::Engine(e.to_string()))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();
         let ticker_stop = stop.clone();
@@ -249,7 +266,11 @@ impl PolicyEngine {
                 }
             })
             .map_err(|e| LoadError::Engine(format!("cannot start epoch ticker: {e}")))?;
-        Ok(Self { engine, linker, stop })
+        Ok(Self {
+            engine,
+            linker,
+            stop,
+        })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -259,8 +280,15 @@ impl PolicyEngine {
     /// Which hook a component serves, from its exports.
     pub fn world_of(&self, name: &str, component: &Component) -> Result<Hook, LoadError> {
         let ty = component.component_type();
-        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
-        for (export, hook) in [("authorize", Hook::Authorize), ("sudo", Hook::Sudo), ("check-source", Hook::Source)] {
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        for (export, hook) in [
+            ("authorize", Hook::Authorize),
+            ("sudo", Hook::Sudo),
+            ("check-source", Hook::Source),
+        ] {
             if exports.iter().any(|e| e == export) {
                 return Ok(hook);
             }
@@ -269,7 +297,12 @@ impl PolicyEngine {
     }
 
     /// Links and pre-instantiates a component for `hook`.
-    pub fn prepare(&self, name: &str, hook: Hook, component: &Component) -> Result<Prepared, LoadError> {
+    pub fn prepare(
+        &self,
+        name: &str,
+        hook: Hook,
+        component: &Component,
+    ) -> Result<Prepared, LoadError> {
         let found = self.world_of(name, component)?;
         if found != hook {
             return Err(LoadError::WrongWorld {
@@ -282,19 +315,31 @@ impl PolicyEngine {
         let link = |e: wasmtime::Error| LoadError::Link(name.into(), format!("{e:#}"));
         let pre = self.linker.instantiate_pre(component).map_err(link)?;
         Ok(match hook {
-            Hook::Authorize => Prepared::Authorize(authorize::AuthorizePolicyPre::new(pre).map_err(link)?),
+            Hook::Authorize => {
+                Prepared::Authorize(authorize::AuthorizePolicyPre::new(pre).map_err(link)?)
+            }
             Hook::Sudo => Prepared::Sudo(sudo::SudoPolicyPre::new(pre).map_err(link)?),
             Hook::Source => Prepared::Source(source::SourcePolicyPre::new(pre).map_err(link)?),
         })
     }
 
     /// One decision in a fresh store.
-    pub fn decide(&self, prepared: &Prepared, meta: &Arc<PluginMeta>, limits: Limits, r: &Request) -> Result<Decision, Fault> {
+    pub fn decide(
+        &self,
+        prepared: &Prepared,
+        meta: &Arc<PluginMeta>,
+        limits: Limits,
+        r: &Request,
+    ) -> Result<Decision, Fault> {
         let ctx = Ctx {
             plugin: meta.clone(),
             request_id: r.request_id.clone(),
             now_ms: r.now_unix_ms,
-            limits: StoreLimitsBuilder::new().memory_size(limits.memory_bytes).instances(16).trap_on_grow_failure(true).build(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes)
+                .instances(16)
+                .trap_on_grow_failure(true)
+                .build(),
             logs: 0,
             wasi: None,
         };
@@ -314,9 +359,15 @@ impl PolicyEngine {
         });
         let request = bindings::request(r);
         let result = match prepared {
-            Prepared::Authorize(pre) => pre.instantiate(&mut store).and_then(|i| i.call_authorize(&mut store, &request)),
-            Prepared::Sudo(pre) => pre.instantiate(&mut store).and_then(|i| i.call_sudo(&mut store, &request)),
-            Prepared::Source(pre) => pre.instantiate(&mut store).and_then(|i| i.call_check_source(&mut store, &request)),
+            Prepared::Authorize(pre) => pre
+                .instantiate(&mut store)
+                .and_then(|i| i.call_authorize(&mut store, &request)),
+            Prepared::Sudo(pre) => pre
+                .instantiate(&mut store)
+                .and_then(|i| i.call_sudo(&mut store, &request)),
+            Prepared::Source(pre) => pre
+                .instantiate(&mut store)
+                .and_then(|i| i.call_check_source(&mut store, &request)),
         };
         result.map(bindings::decision).map_err(|e| classify(&e))
     }

@@ -26,9 +26,21 @@ use crate::config::{Config, Hook};
 
 /// The built-in policies, committed as built components so no wasm toolchain is needed.
 const BUILTINS: [(&str, Hook, &[u8]); 3] = [
-    ("builtin-authorize", Hook::Authorize, include_bytes!("../../../plugins/dist/default-authorize.wasm")),
-    ("builtin-sudo", Hook::Sudo, include_bytes!("../../../plugins/dist/default-sudo.wasm")),
-    ("builtin-source", Hook::Source, include_bytes!("../../../plugins/dist/default-source.wasm")),
+    (
+        "builtin-authorize",
+        Hook::Authorize,
+        include_bytes!("../../../plugins/dist/default-authorize.wasm"),
+    ),
+    (
+        "builtin-sudo",
+        Hook::Sudo,
+        include_bytes!("../../../plugins/dist/default-sudo.wasm"),
+    ),
+    (
+        "builtin-source",
+        Hook::Source,
+        include_bytes!("../../../plugins/dist/default-source.wasm"),
+    ),
 ];
 
 const POLL: Duration = Duration::from_millis(50);
@@ -47,7 +59,11 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("name", &self.name).field("hook", &self.hook).field("hash", &self.hash).finish()
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("hook", &self.hook)
+            .field("hash", &self.hash)
+            .finish()
     }
 }
 
@@ -112,7 +128,11 @@ type Fingerprint = Vec<(u64, Option<SystemTime>)>;
 fn fingerprint(dir: &Dir, files: &[&str]) -> Fingerprint {
     files
         .iter()
-        .map(|f| dir.metadata(f).map_or((u64::MAX, None), |m| (m.len(), m.modified().ok().map(|t| t.into_std()))))
+        .map(|f| {
+            dir.metadata(f).map_or((u64::MAX, None), |m| {
+                (m.len(), m.modified().ok().map(|t| t.into_std()))
+            })
+        })
         .collect()
 }
 
@@ -128,21 +148,33 @@ fn mb(n: u64) -> usize {
 
 impl Loader {
     /// Resolves every plugin source in the configuration and opens the directories involved.
-    pub fn new(config: &Config, data: &Dir, engine: Arc<PolicyEngine>, max_memory: usize) -> Result<Self, PolicyError> {
+    pub fn new(
+        config: &Config,
+        data: &Dir,
+        engine: Arc<PolicyEngine>,
+        max_memory: usize,
+    ) -> Result<Self, PolicyError> {
         let defaults = Limits {
             deadline: Duration::from_millis(config.server.plugin_deadline_ms),
             memory_bytes: mb(config.server.plugin_memory_mb),
         };
         let mut specs = Vec::new();
         if config.server.builtin_policies {
-            let groups = serde_json::to_string(&config.groups.iter().map(group_json).collect::<Vec<_>>())
-                .map_err(|e| PolicyError::Config(e.to_string()))?;
+            let groups =
+                serde_json::to_string(&config.groups.iter().map(group_json).collect::<Vec<_>>())
+                    .map_err(|e| PolicyError::Config(e.to_string()))?;
             for (name, hook, bytes) in BUILTINS {
                 let mut cfg = HashMap::new();
                 if hook == Hook::Authorize {
                     cfg.insert("groups".to_string(), groups.clone());
                 }
-                specs.push(Spec { name: name.into(), hook: Some(hook), origin: Origin::Builtin(bytes), config: cfg, limits: defaults });
+                specs.push(Spec {
+                    name: name.into(),
+                    hook: Some(hook),
+                    origin: Origin::Builtin(bytes),
+                    config: cfg,
+                    limits: defaults,
+                });
             }
         }
         for p in &config.plugins {
@@ -151,8 +183,20 @@ impl Loader {
                 _ => p.path.clone(),
             };
             let (parent, file) = match (path.parent(), path.file_name().and_then(|f| f.to_str())) {
-                (Some(parent), Some(file)) => (if parent.as_os_str().is_empty() { std::path::Path::new(".") } else { parent }, file),
-                _ => return Err(PolicyError::Config(format!("plugin path {} names no file", path.display()))),
+                (Some(parent), Some(file)) => (
+                    if parent.as_os_str().is_empty() {
+                        std::path::Path::new(".")
+                    } else {
+                        parent
+                    },
+                    file,
+                ),
+                _ => {
+                    return Err(PolicyError::Config(format!(
+                        "plugin path {} names no file",
+                        path.display()
+                    )));
+                }
             };
             let dir = Dir::open_ambient_dir(parent, cap_std::ambient_authority())
                 .map_err(|e| PolicyError::Io(path.display().to_string(), e))?;
@@ -162,7 +206,9 @@ impl Loader {
                 origin: Origin::Configured(Arc::new(dir), file.to_string()),
                 config: flatten(&p.config),
                 limits: Limits {
-                    deadline: p.deadline_ms.map_or(defaults.deadline, Duration::from_millis),
+                    deadline: p
+                        .deadline_ms
+                        .map_or(defaults.deadline, Duration::from_millis),
                     memory_bytes: p.memory_mb.map_or(defaults.memory_bytes, mb),
                 },
             });
@@ -171,15 +217,25 @@ impl Loader {
         std::fs::create_dir_all(&dir).map_err(|e| PolicyError::Io(dir.display().to_string(), e))?;
         let drop_in = Dir::open_ambient_dir(&dir, cap_std::ambient_authority())
             .map_err(|e| PolicyError::Io(dir.display().to_string(), e))?;
-        let cache = ComponentCache::new(data).map_err(|e| PolicyError::Io("plugin-cache".into(), e))?;
-        Ok(Self { engine, cache, specs, drop_in: Some(drop_in), defaults, max_memory, seen: HashMap::new() })
+        let cache =
+            ComponentCache::new(data).map_err(|e| PolicyError::Io("plugin-cache".into(), e))?;
+        Ok(Self {
+            engine,
+            cache,
+            specs,
+            drop_in: Some(drop_in),
+            defaults,
+            max_memory,
+            seen: HashMap::new(),
+        })
     }
 
     fn drop_in_spec(&self, file: &str) -> Result<Spec, String> {
         let dir = self.drop_in.as_ref().ok_or("no drop-in directory")?;
         let stem = file.trim_end_matches(".wasm");
         let sidecar: Sidecar = match read(dir, &format!("{stem}.toml")) {
-            Ok(bytes) => toml::from_str(&String::from_utf8_lossy(&bytes)).map_err(|e| format!("{stem}.toml: {e}"))?,
+            Ok(bytes) => toml::from_str(&String::from_utf8_lossy(&bytes))
+                .map_err(|e| format!("{stem}.toml: {e}"))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Sidecar::default(),
             Err(e) => return Err(format!("{stem}.toml: {e}")),
         };
@@ -189,7 +245,9 @@ impl Loader {
             origin: Origin::DropIn(file.to_string()),
             config: flatten(&sidecar.config),
             limits: Limits {
-                deadline: sidecar.deadline_ms.map_or(self.defaults.deadline, Duration::from_millis),
+                deadline: sidecar
+                    .deadline_ms
+                    .map_or(self.defaults.deadline, Duration::from_millis),
                 memory_bytes: sidecar.memory_mb.map_or(self.defaults.memory_bytes, mb),
             },
         })
@@ -201,7 +259,10 @@ impl Loader {
             name: spec.name.clone(),
             hook,
             hash: String::new(),
-            meta: Arc::new(PluginMeta { name: spec.name.clone(), config: spec.config.clone() }),
+            meta: Arc::new(PluginMeta {
+                name: spec.name.clone(),
+                config: spec.config.clone(),
+            }),
             limits: spec.limits,
             prepared: Err(cause.to_string()),
         }
@@ -211,9 +272,14 @@ impl Loader {
     fn load_or_hook(&self, spec: &Spec) -> Result<Plugin, (Option<Hook>, String)> {
         self.load(spec).map_err(|e| {
             let hook = spec.hook.or_else(|| {
-                let Origin::DropIn(f) = &spec.origin else { return None };
+                let Origin::DropIn(f) = &spec.origin else {
+                    return None;
+                };
                 let bytes = read(self.drop_in.as_ref()?, f).ok()?;
-                let (c, _) = self.cache.load(self.engine.engine(), &spec.name, &bytes).ok()?;
+                let (c, _) = self
+                    .cache
+                    .load(self.engine.engine(), &spec.name, &bytes)
+                    .ok()?;
                 self.engine.world_of(&spec.name, &c).ok()
             });
             (hook, e)
@@ -238,17 +304,27 @@ impl Loader {
             ));
         }
         let engine = &self.engine;
-        let (component, hash) = self.cache.load(engine.engine(), &spec.name, &bytes).map_err(|e: LoadError| e.to_string())?;
+        let (component, hash) = self
+            .cache
+            .load(engine.engine(), &spec.name, &bytes)
+            .map_err(|e: LoadError| e.to_string())?;
         let hook = match spec.hook {
             Some(h) => h,
-            None => engine.world_of(&spec.name, &component).map_err(|e| e.to_string())?,
+            None => engine
+                .world_of(&spec.name, &component)
+                .map_err(|e| e.to_string())?,
         };
-        let prepared = engine.prepare(&spec.name, hook, &component).map_err(|e| e.to_string())?;
+        let prepared = engine
+            .prepare(&spec.name, hook, &component)
+            .map_err(|e| e.to_string())?;
         Ok(Plugin {
             name: spec.name.clone(),
             hook,
             hash,
-            meta: Arc::new(PluginMeta { name: spec.name.clone(), config: spec.config.clone() }),
+            meta: Arc::new(PluginMeta {
+                name: spec.name.clone(),
+                config: spec.config.clone(),
+            }),
             limits: spec.limits,
             prepared: Ok(prepared),
         })
@@ -267,14 +343,18 @@ impl Loader {
             Origin::Builtin(_) => Vec::new(),
             Origin::Configured(dir, f) => fingerprint(dir, &[f]),
             Origin::DropIn(f) => match &self.drop_in {
-                Some(dir) => fingerprint(dir, &[f, &format!("{}.toml", f.trim_end_matches(".wasm"))]),
+                Some(dir) => {
+                    fingerprint(dir, &[f, &format!("{}.toml", f.trim_end_matches(".wasm"))])
+                }
                 None => Vec::new(),
             },
         }
     }
 
     fn drop_in_files(&self) -> Vec<String> {
-        let Some(dir) = &self.drop_in else { return Vec::new() };
+        let Some(dir) = &self.drop_in else {
+            return Vec::new();
+        };
         let mut files: Vec<String> = dir
             .entries()
             .map(|it| {
@@ -296,7 +376,8 @@ impl Loader {
         }
         let mut out = Vec::new();
         for spec in specs {
-            self.seen.insert(Self::key(&spec), self.fingerprint_of(&spec));
+            self.seen
+                .insert(Self::key(&spec), self.fingerprint_of(&spec));
             out.push(Arc::new(self.load(&spec).map_err(PolicyError::Plugin)?));
         }
         Ok(out)
@@ -312,7 +393,10 @@ impl Loader {
                 Ok(s) => specs.push(s),
                 Err(e) => {
                     // A bad sidecar: keep whatever version of the plugin is loaded.
-                    if let Some(p) = current.iter().find(|p| p.name == f.trim_end_matches(".wasm")) {
+                    if let Some(p) = current
+                        .iter()
+                        .find(|p| p.name == f.trim_end_matches(".wasm"))
+                    {
                         specs.push(Spec {
                             name: p.name.clone(),
                             hook: Some(p.hook),
@@ -322,7 +406,9 @@ impl Loader {
                         });
                     }
                     let key = format!("drop-in:{f}");
-                    let fp = self.drop_in.as_ref().map(|d| fingerprint(d, &[&format!("{}.toml", f.trim_end_matches(".wasm"))]));
+                    let fp = self.drop_in.as_ref().map(|d| {
+                        fingerprint(d, &[&format!("{}.toml", f.trim_end_matches(".wasm"))])
+                    });
                     if self.seen.get(&format!("{key}:sidecar")) != fp.as_ref() {
                         tracing::error!(plugin = %f, error = %e, "cannot read plugin sidecar; keeping the loaded version");
                         if let Some(fp) = fp {
@@ -336,14 +422,20 @@ impl Loader {
         for spec in &specs {
             let key = Self::key(spec);
             let fp = self.fingerprint_of(spec);
-            let olds: Vec<&Arc<Plugin>> =
-                current.iter().filter(|p| p.name == spec.name && p.hook == spec.hook.unwrap_or(p.hook)).collect();
+            let olds: Vec<&Arc<Plugin>> = current
+                .iter()
+                .filter(|p| p.name == spec.name && p.hook == spec.hook.unwrap_or(p.hook))
+                .collect();
             if self.seen.get(&key) == Some(&fp) {
                 next.extend(olds.into_iter().cloned());
                 continue;
             }
             self.seen.insert(key, fp);
-            let runnable_old: Vec<&Arc<Plugin>> = olds.iter().copied().filter(|p| p.prepared.is_ok()).collect();
+            let runnable_old: Vec<&Arc<Plugin>> = olds
+                .iter()
+                .copied()
+                .filter(|p| p.prepared.is_ok())
+                .collect();
             match self.load_or_hook(spec) {
                 Ok(p) => {
                     tracing::info!(plugin = %p.name, hash = %p.hash, hook = ?p.hook, "policy plugin loaded");
@@ -358,8 +450,15 @@ impl Loader {
                     // A new plugin that cannot run: its hook (every hook, if its world is
                     // unknown) denies until it is fixed or removed. Failing open is not an option.
                     tracing::error!(plugin = %spec.name, error = %e, "policy plugin cannot run; its hook denies until it is fixed or removed");
-                    let hooks = hook.map_or_else(|| vec![Hook::Authorize, Hook::Sudo, Hook::Source], |h| vec![h]);
-                    next.extend(hooks.into_iter().map(|h| Arc::new(Self::broken(spec, h, &e))));
+                    let hooks = hook.map_or_else(
+                        || vec![Hook::Authorize, Hook::Sudo, Hook::Source],
+                        |h| vec![h],
+                    );
+                    next.extend(
+                        hooks
+                            .into_iter()
+                            .map(|h| Arc::new(Self::broken(spec, h, &e))),
+                    );
                     changed = true;
                 }
             }
@@ -368,7 +467,8 @@ impl Loader {
         if next.len() != current.len() {
             changed = true;
             let live: Vec<String> = specs.iter().map(Self::key).collect();
-            self.seen.retain(|k, _| live.iter().any(|l| k.starts_with(l.as_str())));
+            self.seen
+                .retain(|k, _| live.iter().any(|l| k.starts_with(l.as_str())));
         }
         changed.then_some(next)
     }
@@ -377,7 +477,9 @@ impl Loader {
     pub fn watch(mut self, shared: Weak<Shared>) {
         loop {
             std::thread::sleep(POLL);
-            let Some(shared) = shared.upgrade() else { return };
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
             let current = shared.plugins();
             if let Some(next) = self.refresh(&current) {
                 shared.replace(next);

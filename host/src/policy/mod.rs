@@ -134,7 +134,8 @@ impl Verdict {
                 Decision::Abstain if rule == CombineRule::Unanimous => {
                     return Verdict::Deny {
                         policy: policy.to_string(),
-                        reason: "abstained, and the unanimous rule needs every plugin to allow".into(),
+                        reason: "abstained, and the unanimous rule needs every plugin to allow"
+                            .into(),
                     };
                 }
                 Decision::Abstain => {}
@@ -217,14 +218,20 @@ pub struct Policy {
 
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Policy").field("plugins", &self.shared.plugins()).finish()
+        f.debug_struct("Policy")
+            .field("plugins", &self.shared.plugins())
+            .finish()
     }
 }
 
 impl Policy {
     /// Loads every plugin of the configuration (built-in, `[[plugins]]`, drop-ins) and starts
     /// watching their files. A plugin that cannot load is an error naming it.
-    pub fn load(config: &Config, data: &cap_std::fs::Dir, metrics: Arc<Metrics>) -> Result<Self, PolicyError> {
+    pub fn load(
+        config: &Config,
+        data: &cap_std::fs::Dir,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, PolicyError> {
         let max_mb = config
             .plugins
             .iter()
