@@ -87,7 +87,10 @@ async fn read_only_and_full_land_as_different_device_users() {
     let (code, out, err) = run_for(cmd, T);
     assert_ne!(code, 0);
     assert!(!out.contains("SSH-2.0"), "forwarded: {out:?}");
-    assert!(err.contains("forwarding failed") || err.contains("prohibited"), "{err:?}");
+    assert!(
+        err.contains("forwarding failed") || err.contains("prohibited"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -128,7 +131,12 @@ async fn host_keys_pinned_and_trusted_on_first_use() {
 
 fn sha256(path: &std::path::Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 /// `sshpass -p KEY <tool> …` with the common options and the gateway's port flag.
@@ -158,13 +166,16 @@ async fn scp_sftp_and_rsync_through_the_gateway() {
     // scp up and back down: 50 MB, equal checksums.
     let started = Instant::now();
     let mut up = tool(&f.otk("admin", "edge-1").await, "scp", "-P", f.ssh_port);
-    up.arg(&local).arg(format!("admin#edge-1@127.0.0.1:{remote}"));
+    up.arg(&local)
+        .arg(format!("admin#edge-1@127.0.0.1:{remote}"));
     let (code, _, err) = run_for(up, T);
     assert_eq!(code, 0, "scp up: {err}");
     let back = f.tmp.path().join("back.bin");
     let mut down = tool(&f.otk("admin", "edge-1").await, "scp", "-P", f.ssh_port);
     // scp checks user names in the source argument and rejects `#`; `-o User=` passes it.
-    down.args(["-o", "User=admin#edge-1"]).arg(format!("127.0.0.1:{remote}")).arg(&back);
+    down.args(["-o", "User=admin#edge-1"])
+        .arg(format!("127.0.0.1:{remote}"))
+        .arg(&back);
     let (code, _, err) = run_for(down, T);
     assert_eq!(code, 0, "scp down: {err}");
     assert_eq!(sha256(&back), sha256(&local));
@@ -175,12 +186,17 @@ async fn scp_sftp_and_rsync_through_the_gateway() {
     let got = f.tmp.path().join("sftp-got.bin");
     std::fs::write(
         &batch,
-        format!("put {} {remote}.sftp\nget {remote}.sftp {}\nrm {remote}.sftp\n", back.display(), got.display()),
+        format!(
+            "put {} {remote}.sftp\nget {remote}.sftp {}\nrm {remote}.sftp\n",
+            back.display(),
+            got.display()
+        ),
     )
     .unwrap();
     let mut sftp = tool(&f.otk("admin", "edge-1").await, "sftp", "-P", f.ssh_port);
     // Commands on stdin rather than `-b`, which would forbid password prompts (BatchMode).
-    sftp.arg("admin#edge-1@127.0.0.1").stdin(std::fs::File::open(&batch).unwrap());
+    sftp.arg("admin#edge-1@127.0.0.1")
+        .stdin(std::fs::File::open(&batch).unwrap());
     let (code, _, err) = run_for(sftp, T);
     assert_eq!(code, 0, "sftp: {err}");
     assert_eq!(sha256(&got), sha256(&local));
@@ -193,16 +209,28 @@ async fn scp_sftp_and_rsync_through_the_gateway() {
     let e = format!("ssh -p {} {}", f.ssh_port, SSH_OPTS.join(" "));
     let mut rsync = Command::new("sshpass");
     rsync
-        .args(["-p", &f.otk("admin", "edge-1").await, "rsync", "-a", "-e", &e])
+        .args([
+            "-p",
+            &f.otk("admin", "edge-1").await,
+            "rsync",
+            "-a",
+            "-e",
+            &e,
+        ])
         .arg(format!("{}/", tree.display()))
         .arg(format!("admin#edge-1@127.0.0.1:{remote}.tree/"))
         .stdin(Stdio::null());
     let (code, _, err) = run_for(rsync, T);
     assert_eq!(code, 0, "rsync up: {err}");
     let (code, out, _) = run_for(
-        ssh(f.ssh_port, "admin:edge-1", &f.otk("admin", "edge-1").await, &[&format!(
-            "cat {remote}.tree/sub/b.txt; rm -rf {remote} {remote}.tree"
-        )]),
+        ssh(
+            f.ssh_port,
+            "admin:edge-1",
+            &f.otk("admin", "edge-1").await,
+            &[&format!(
+                "cat {remote}.tree/sub/b.txt; rm -rf {remote} {remote}.tree"
+            )],
+        ),
         T,
     );
     assert_eq!((code, out.as_str()), (0, "beta\n"));
@@ -219,7 +247,11 @@ async fn interactive_shell_with_pty_env_and_window_size() {
         .env("SP_GREETING", "hola")
         .arg("admin:edge-1@127.0.0.1")
         .stdin(Stdio::piped());
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().unwrap();
@@ -246,7 +278,12 @@ async fn initiated_session(f: &SshFixture, ticket: &str) -> String {
     let c = client();
     for _ in 0..200 {
         let (_, list) = get(&c, &f.gw, ticket, "/api/v1/tracking/opensessions").await;
-        if let Some(s) = list.as_array().unwrap().iter().find(|s| s["state"] == "initiated") {
+        if let Some(s) = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["state"] == "initiated")
+        {
             return s["id"].as_str().unwrap().to_string();
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -255,7 +292,12 @@ async fn initiated_session(f: &SshFixture, ticket: &str) -> String {
 }
 
 fn device_process_running(pattern: &str) -> bool {
-    Command::new("pgrep").args(["-u", FULL_USER, "-f", pattern]).output().unwrap().status.success()
+    Command::new("pgrep")
+        .args(["-u", FULL_USER, "-f", pattern])
+        .output()
+        .unwrap()
+        .status
+        .success()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -264,11 +306,16 @@ async fn terminate_cuts_a_running_command_within_a_second() {
     let c = client();
     let ticket = login(&c, &f.gw, "admin", "admin-pw").await;
     let otk = f.otk("admin", "edge-1").await;
-    let mut child = ssh(f.ssh_port, "admin:edge-1", &otk, &["echo started; exec sleep 61"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = ssh(
+        f.ssh_port,
+        "admin:edge-1",
+        &otk,
+        &["echo started; exec sleep 61"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let id = initiated_session(&f, &ticket).await;
     // Let the command start on the device.
     let mut started = false;
@@ -280,7 +327,14 @@ async fn terminate_cuts_a_running_command_within_a_second() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(started, "sleep never started on the device");
-    let (status, body) = post(&c, &f.gw, &ticket, "/api/v1/tracking/opensessions/terminate", json!({"sessions": id})).await;
+    let (status, body) = post(
+        &c,
+        &f.gw,
+        &ticket,
+        "/api/v1/tracking/opensessions/terminate",
+        json!({"sessions": id}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let cut_at = Instant::now();
     let code = loop {
@@ -328,10 +382,19 @@ async fn transient_ssh_access_on_its_own_port_source_limited_and_revocable() {
     let c = client();
     let ticket = login(&c, &f.gw, "admin", "admin-pw").await;
     let a = create_transient(&f, &ticket, "127.0.0.1/32").await;
-    let (user, pass, port) = (a["username"].as_str().unwrap(), a["password"].as_str().unwrap(), a["port"].as_u64().unwrap() as u16);
+    let (user, pass, port) = (
+        a["username"].as_str().unwrap(),
+        a["password"].as_str().unwrap(),
+        a["port"].as_u64().unwrap() as u16,
+    );
 
     let (code, out, err) = run_for(ssh(port, user, pass, &["whoami"]), T);
-    assert_eq!((code, out.trim()), (0, FULL_USER), "{err}\n{}", f.gw.plain_log());
+    assert_eq!(
+        (code, out.trim()),
+        (0, FULL_USER),
+        "{err}\n{}",
+        f.gw.plain_log()
+    );
     // Reusable until it ends, unlike a one-time key.
     let (code, _, _) = run_for(ssh(port, user, pass, &["true"]), T);
     assert_eq!(code, 0);
@@ -340,7 +403,15 @@ async fn transient_ssh_access_on_its_own_port_source_limited_and_revocable() {
     assert_eq!(code, 5);
     let mut outside_cmd = Command::new("sshpass");
     outside_cmd
-        .args(["-p", pass, "ssh", "-b", "127.0.0.2", "-p", &port.to_string()])
+        .args([
+            "-p",
+            pass,
+            "ssh",
+            "-b",
+            "127.0.0.2",
+            "-p",
+            &port.to_string(),
+        ])
         .args(SSH_OPTS)
         .arg(format!("{user}@127.0.0.1"))
         .arg("echo inside")
@@ -355,7 +426,11 @@ async fn transient_ssh_access_on_its_own_port_source_limited_and_revocable() {
     assert_eq!(code, 5);
 
     // Revoke cuts a running command within a second and closes the port.
-    let mut child = ssh(port, user, pass, &["exec sleep 62"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = ssh(port, user, pass, &["exec sleep 62"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut started = false;
     for _ in 0..200 {
         if device_process_running("^sleep 62") {
@@ -366,7 +441,10 @@ async fn transient_ssh_access_on_its_own_port_source_limited_and_revocable() {
     }
     assert!(started);
     let r = c
-        .delete(f.gw.url(&format!("/sites/{EDGE_ID}/transient-accesses/{}", a["id"].as_str().unwrap())))
+        .delete(f.gw.url(&format!(
+            "/sites/{EDGE_ID}/transient-accesses/{}",
+            a["id"].as_str().unwrap()
+        )))
         .header("ticket", &ticket)
         .send()
         .await
@@ -377,12 +455,19 @@ async fn transient_ssh_access_on_its_own_port_source_limited_and_revocable() {
         assert!(cut_at.elapsed() < Duration::from_secs(5), "not cut");
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(cut_at.elapsed() <= Duration::from_secs(1), "cut after {:?}", cut_at.elapsed());
+    assert!(
+        cut_at.elapsed() <= Duration::from_secs(1),
+        "cut after {:?}",
+        cut_at.elapsed()
+    );
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("revoked"), "{err:?}");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "port still open");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "port still open"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -391,11 +476,23 @@ async fn transient_listeners_come_back_after_restart() {
     let c = client();
     let ticket = login(&c, &f.gw, "admin", "admin-pw").await;
     let a = create_transient(&f, &ticket, "127.0.0.0/8").await;
-    let (user, pass, port) = (a["username"].as_str().unwrap(), a["password"].as_str().unwrap(), a["port"].as_u64().unwrap() as u16);
-    let SshFixture { tmp: _tmp, sshd: _sshd, gw, .. } = f;
+    let (user, pass, port) = (
+        a["username"].as_str().unwrap(),
+        a["password"].as_str().unwrap(),
+        a["port"].as_u64().unwrap() as u16,
+    );
+    let SshFixture {
+        tmp: _tmp,
+        sshd: _sshd,
+        gw,
+        ..
+    } = f;
     let path = gw.config_path.clone();
     gw.stop();
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "port open while stopped");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "port open while stopped"
+    );
     let _gw = Gateway::start(&path);
     let (code, out, err) = run_for(ssh(port, user, pass, &["whoami"]), T);
     assert_eq!((code, out.trim()), (0, FULL_USER), "{err}");
@@ -403,10 +500,14 @@ async fn transient_listeners_come_back_after_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_logins_penalise_the_source_and_idle_logins_time_out() {
-    let f = SshFixture::start("47080-47089", "ssh_penalty_failures = 3\nssh_penalty_secs = 30\nssh_login_grace_secs = 2");
+    let f = SshFixture::start(
+        "47080-47089",
+        "ssh_penalty_failures = 3\nssh_penalty_secs = 30\nssh_login_grace_secs = 2",
+    );
     // An idle connection that never logs in is dropped after the grace time.
     let mut idle = std::net::TcpStream::connect(("127.0.0.1", f.ssh_port)).unwrap();
-    idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let t = Instant::now();
     let mut buf = [0u8; 4096];
     loop {
@@ -416,10 +517,21 @@ async fn failed_logins_penalise_the_source_and_idle_logins_time_out() {
         }
     }
     let waited = t.elapsed();
-    assert!(waited >= Duration::from_millis(1500) && waited < Duration::from_secs(6), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(6),
+        "{waited:?}"
+    );
 
     for _ in 0..3 {
-        let (code, _, _) = run_for(ssh(f.ssh_port, "admin:edge-1", "0123456789abcdef0123456789abcdef", &["true"]), T);
+        let (code, _, _) = run_for(
+            ssh(
+                f.ssh_port,
+                "admin:edge-1",
+                "0123456789abcdef0123456789abcdef",
+                &["true"],
+            ),
+            T,
+        );
         assert_eq!(code, 5);
     }
     // Now even a valid key is turned away before the handshake, from this source only.
@@ -428,7 +540,15 @@ async fn failed_logins_penalise_the_source_and_idle_logins_time_out() {
     assert_eq!(code, 255, "{out}");
     let mut other = Command::new("sshpass");
     other
-        .args(["-p", &otk, "ssh", "-b", "127.0.0.3", "-p", &f.ssh_port.to_string()])
+        .args([
+            "-p",
+            &otk,
+            "ssh",
+            "-b",
+            "127.0.0.3",
+            "-p",
+            &f.ssh_port.to_string(),
+        ])
         .args(SSH_OPTS)
         .arg("admin:edge-1@127.0.0.1")
         .arg("echo yes")
@@ -444,7 +564,12 @@ async fn bulk_both_ways_at_once_does_not_stall() {
     let f = SshFixture::start("47090-47099", "");
     let input = f.tmp.path().join("in.bin");
     std::fs::write(&input, vec![0x5au8; 32 * 1024 * 1024]).unwrap();
-    let mut cmd = ssh(f.ssh_port, "admin:edge-1", &f.otk("admin", "edge-1").await, &["cat"]);
+    let mut cmd = ssh(
+        f.ssh_port,
+        "admin:edge-1",
+        &f.otk("admin", "edge-1").await,
+        &["cat"],
+    );
     cmd.stdin(std::fs::File::open(&input).unwrap());
     let output = f.tmp.path().join("out.bin");
     cmd.stdout(std::fs::File::create(&output).unwrap());
@@ -468,10 +593,19 @@ async fn gateway_shutdown_closes_sessions_with_a_message() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let SshFixture { tmp: _tmp, sshd: _sshd, gw, .. } = f;
+    let SshFixture {
+        tmp: _tmp,
+        sshd: _sshd,
+        gw,
+        ..
+    } = f;
     let stopping = Instant::now();
     gw.stop();
-    assert!(stopping.elapsed() < Duration::from_secs(5), "shutdown took {:?}", stopping.elapsed());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        stopping.elapsed()
+    );
     let status = child.wait().unwrap();
     assert!(!status.success());
     let mut err = String::new();
