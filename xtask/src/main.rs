@@ -42,7 +42,11 @@ fn main() -> anyhow::Result<()> {
         ["bench", "issue", ..] => {
             bench_issue::run(flag("--seconds", 10)?, flag("--connections", 32)? as usize)
         }
-        ["bench", "ssh", ..] => bench_ssh::run(flag("--mib", 1024)?, flag("--runs", 2)?, flag("--logins", 15)?),
+        ["bench", "ssh", ..] => bench_ssh::run(
+            flag("--mib", 1024)?,
+            flag("--runs", 2)?,
+            flag("--logins", 15)?,
+        ),
         ["bench", "policy", ..] => bench_policy::run(flag("--iterations", 20_000)? as usize),
         ["bench", "tcp", ..] => bench_tcp::run(
             flag("--seconds", 5)?,

@@ -43,7 +43,8 @@ impl Drop for Server {
 /// Starts `bin serve --config config` and waits for `api listening on`. The server logs at its
 /// production level (`info`: one audit line per issuance) into `server.log` beside the config.
 pub fn start(bin: &Path, config: &Path) -> anyhow::Result<Server> {
-    let log = std::fs::File::create(config.with_file_name("server.log")).context("cannot create server.log")?;
+    let log = std::fs::File::create(config.with_file_name("server.log"))
+        .context("cannot create server.log")?;
     let mut child = Command::new(bin)
         .args(["serve", "--config"])
         .arg(config)
