@@ -16,7 +16,7 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -26,21 +26,7 @@ use crate::proc;
 const DEVICE_ID: &str = "d290f1ee-6c54-4b01-90e6-d701748f0851";
 const API_KEY: &str = "bench-api-key-0123456789abcdef";
 
-/// A child process killed on drop.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
+use proc::{Guard, free_port};
 
 fn check(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd

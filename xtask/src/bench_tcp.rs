@@ -19,7 +19,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -30,21 +30,7 @@ const IPERF_ID: &str = "d290f1ee-6c54-4b01-90e6-d701748f0851";
 const ECHO_ID: &str = "5b2c1d4e-8f3a-4b6c-9d7e-0a1b2c3d4e5f";
 const API_KEY: &str = "bench-api-key-0123456789abcdef";
 
-/// A child process killed on drop.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
+use proc::{Guard, free_port};
 
 fn wait_port(port: u16) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -72,3 +72,20 @@ pub fn start(bin: &Path, config: &Path) -> anyhow::Result<Server> {
     }
     bail!("sallyport exited before listening")
 }
+
+/// A child process killed on drop.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
