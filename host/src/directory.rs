@@ -191,6 +191,11 @@ impl Directory {
         self.devices.iter().find(|d| d.name == name)
     }
 
+    /// Every configured device, in configuration order.
+    pub fn devices(&self) -> &[Device] {
+        &self.devices
+    }
+
     pub fn device_by_id(&self, id: uuid::Uuid) -> Option<&Device> {
         self.devices.iter().find(|d| d.id == id)
     }

@@ -35,6 +35,7 @@ use crate::config::ServerConfig;
 use crate::issuer::{Issuer, Lifecycle};
 
 pub use hostkey::HOST_KEY_FILE;
+pub(crate) use client::{DeviceError, DeviceLink};
 
 /// What can go wrong in the SSH forwarder.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +101,18 @@ impl SshService {
                 login_grace: Duration::from_secs(cfg.ssh_login_grace_secs),
             },
         })
+    }
+
+    /// Logs in to `device` with its credential for `level` (host key verified as for SSH
+    /// logins); the web console's device half. `actor` and `source` are for audit rows.
+    pub(crate) async fn connect_device(
+        &self,
+        device: &crate::directory::Device,
+        level: crate::config::AccessLevel,
+        actor: &str,
+        source: &str,
+    ) -> Result<DeviceLink, DeviceError> {
+        client::connect(self, device, level, actor, source).await
     }
 
     /// The SHA256 fingerprint of the gateway's host key, as OpenSSH prints it.
