@@ -2,7 +2,7 @@
 //!
 //! It issues short-lived credentials over REST (Nodegrid open-session one-time keys, Altostrat
 //! transient accesses), carries the SSH and Winbox connections they open, and hands every
-//! access decision to [`policy`]. Start with [`server::Gateway::open`] and [`server::run`].
+//! access decision to [`policy`]. Start with [`server::Gateway::open`] and [`server::run`]; the browser pages are in [`web`].
 
 pub mod api;
 pub mod audit;
@@ -18,3 +18,4 @@ pub mod ssh;
 pub mod store;
 pub mod tcp;
 pub mod tls;
+pub mod web;

@@ -159,7 +159,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let app = api::router(gateway.app_state());
+    let web = crate::web::WebState::new(gateway.issuer.clone(), gateway.ssh.clone());
+    let app = api::router(gateway.app_state()).merge(crate::web::router(web.clone()));
     // Policy decisions are audited without making the request wait: the rows join the
     // store's next group commit.
     let (audit_tx, mut audit_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -187,6 +188,10 @@ pub async fn run(
     let winbox = tokio::spawn(crate::tcp::serve_winbox(
         gateway.issuer.clone(),
         gateway.config.server.transient_listen_ip,
+        stopped(stop_tx.subscribe()),
+    ));
+    let consoles = tokio::spawn(crate::web::watch_lifecycle(
+        web,
         stopped(stop_tx.subscribe()),
     ));
     let removals = gateway.issuer.provisioner().cloned().map(|p| {
@@ -267,6 +272,7 @@ pub async fn run(
     let _ = stop_tx.send(());
     let _ = sweeper.await;
     let _ = winbox.await;
+    let _ = consoles.await;
     if let Some(r) = removals {
         let _ = r.await;
     }
