@@ -34,8 +34,8 @@ use tokio::sync::{broadcast, watch};
 use crate::config::ServerConfig;
 use crate::issuer::{Issuer, Lifecycle};
 
-pub use hostkey::HOST_KEY_FILE;
 pub(crate) use client::{DeviceError, DeviceLink};
+pub use hostkey::HOST_KEY_FILE;
 
 /// What can go wrong in the SSH forwarder.
 #[derive(Debug, thiserror::Error)]
