@@ -558,31 +558,44 @@ async fn failed_logins_penalise_the_source_and_idle_logins_time_out() {
     assert!(f.gw.plain_log().contains("event=ssh.source_penalised"));
 }
 
-// Known bug: this test hangs intermittently (seen in CI-style runs on 2026-11-23; it also
-// passed in others). When both directions saturate at once, the gateway's russh bridge can
-// stall: russh applies back-pressure by blocking its read loop, and with both windows
-// exhausted neither side drains. Ignored so a hang cannot eat the CI budget; the fix (a
-// non-blocking bridge that never awaits a send while holding the read loop) is open work.
-// Run it with `cargo test -p sallyport --test ssh -- --ignored bulk_both_ways`.
-#[ignore = "known intermittent stall in the SSH bridge under simultaneous bulk both ways; see comment"]
+// Regression: russh blocks its session loop on a full channel buffer, and a bridge that awaited
+// a send while the other direction was saturated deadlocked (seen in 2 of 5 runs before the
+// read-ahead in ssh/bridge.rs). `cat` echoes everything back, so both directions are saturated
+// at once; several rounds make a stall near-certain to show, and a watchdog turns a stall into
+// a failure instead of a hung CI job.
 #[tokio::test(flavor = "multi_thread")]
 async fn bulk_both_ways_at_once_does_not_stall() {
-    // `cat` echoes everything back, so both directions are saturated at the same time.
     let f = SshFixture::start("47090-47099", "");
     let input = f.tmp.path().join("in.bin");
-    std::fs::write(&input, vec![0x5au8; 32 * 1024 * 1024]).unwrap();
-    let mut cmd = ssh(
-        f.ssh_port,
-        "admin:edge-1",
-        &f.otk("admin", "edge-1").await,
-        &["cat"],
-    );
-    cmd.stdin(std::fs::File::open(&input).unwrap());
-    let output = f.tmp.path().join("out.bin");
-    cmd.stdout(std::fs::File::create(&output).unwrap());
-    let status = cmd.status().unwrap();
-    assert!(status.success());
-    assert_eq!(std::fs::metadata(&output).unwrap().len(), 32 * 1024 * 1024);
+    let content: Vec<u8> = (0..32u32 * 1024 * 1024)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&input, &content).unwrap();
+    for round in 0..4 {
+        let mut cmd = ssh(
+            f.ssh_port,
+            "admin:edge-1",
+            &f.otk("admin", "edge-1").await,
+            &["cat"],
+        );
+        cmd.stdin(std::fs::File::open(&input).unwrap());
+        let output = f.tmp.path().join("out.bin");
+        cmd.stdout(std::fs::File::create(&output).unwrap());
+        let mut child = cmd.spawn().unwrap();
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("round {round}: echo of 32 MiB stalled for 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(status.success(), "round {round}: {status}");
+        assert!(std::fs::read(&output).unwrap() == content, "round {round}: echo differs");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,6 +1,7 @@
 //! Bridging one user channel to one device channel.
 //!
-//! Two pumps run per channel pair. The up pump reads the user channel in order (data,
+//! Two pumps run per channel pair, each a reader that drains one side eagerly (up to a byte
+//! budget) and a writer that replays on the other side. The up pump reads the user channel in order (data,
 //! extended data, EOF, window changes, signals, close) and replays it on the device channel;
 //! the down pump does the reverse for data, EOF, exit status and signal, close — and hands the
 //! device's replies to channel requests back to the russh handler, which forwards each request
@@ -13,13 +14,17 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use russh::{Channel, ChannelMsg, ChannelWriteHalf, Pty, client, server};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use super::live::Conn;
 
 /// How long the device may take to answer a channel request.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes of channel data each direction may read ahead of what it has delivered (see
+/// [`read_ahead`]). Bounds the memory one channel can hold in the gateway.
+const READ_AHEAD: usize = 8 << 20;
 
 /// A channel request that needs the device's answer.
 #[derive(Debug)]
@@ -111,91 +116,142 @@ impl Bridge {
     }
 }
 
-async fn pump_up(
-    mut user: russh::ChannelReadHalf,
-    device: Arc<ChannelWriteHalf<client::Msg>>,
-    conn: Arc<Conn>,
+/// One message on its way from the reader to the writer of a pump, holding its share of the
+/// read-ahead budget until it has been written.
+type Queued = (ChannelMsg, Option<OwnedSemaphorePermit>);
+
+/// Reads `from` as fast as it delivers, into a queue the writer drains, so the russh session
+/// loop feeding `from` is never left blocked on a full channel buffer while the writer waits.
+///
+/// Why: russh applies back-pressure by blocking its whole session loop (reads *and* writes) on
+/// a full per-channel buffer. With data flowing both ways at once, the up pump waiting on the
+/// device's window and the down pump waiting on the user's session could each block the loop
+/// the other needs: a deadlock. Reading ahead breaks that cycle. Data held in flight is capped
+/// by [`READ_AHEAD`] bytes per direction; only past that does the reader stop and fall back on
+/// russh's back-pressure. Replies to channel requests skip the queue (`replies`), because the
+/// handler waits on them while holding the user's session loop.
+async fn read_ahead(
+    mut from: russh::ChannelReadHalf,
+    queue: mpsc::UnboundedSender<Queued>,
+    replies: Option<mpsc::UnboundedSender<bool>>,
 ) {
-    while let Some(msg) = user.wait().await {
-        let sent = match msg {
-            ChannelMsg::Data { data } => {
-                conn.up.fetch_add(data.len() as u64, Ordering::Relaxed);
-                device.data_bytes(data).await
+    let budget = Arc::new(Semaphore::new(READ_AHEAD));
+    while let Some(msg) = from.wait().await {
+        let len = match &msg {
+            ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => data.len(),
+            ChannelMsg::Success | ChannelMsg::Failure => {
+                if let Some(replies) = &replies {
+                    let _ = replies.send(matches!(msg, ChannelMsg::Success));
+                }
+                continue;
             }
-            ChannelMsg::ExtendedData { data, ext } => {
-                conn.up.fetch_add(data.len() as u64, Ordering::Relaxed);
-                device.extended_data_bytes(ext, data).await
-            }
-            ChannelMsg::Eof => device.eof().await,
-            ChannelMsg::WindowChange {
-                col_width,
-                row_height,
-                pix_width,
-                pix_height,
-            } => {
-                device
-                    .window_change(col_width, row_height, pix_width, pix_height)
-                    .await
-            }
-            ChannelMsg::Signal { signal } => device.signal(signal).await,
-            ChannelMsg::Close => break,
-            // Requests needing a reply are forwarded by the handler; nothing else is expected.
-            _ => Ok(()),
+            _ => 0,
         };
-        if sent.is_err() {
+        let permit = if len == 0 {
+            None
+        } else {
+            // A packet larger than the whole budget (not sent by sane peers) takes all of it.
+            let want = u32::try_from(len.min(READ_AHEAD)).unwrap_or(u32::MAX);
+            match budget.clone().acquire_many_owned(want).await {
+                Ok(p) => Some(p),
+                Err(_) => break,
+            }
+        };
+        let last = matches!(msg, ChannelMsg::Close);
+        if queue.send((msg, permit)).is_err() || last {
             break;
         }
     }
-    let _ = device.close().await;
+}
+
+async fn pump_up(
+    user: russh::ChannelReadHalf,
+    device: Arc<ChannelWriteHalf<client::Msg>>,
+    conn: Arc<Conn>,
+) {
+    let (queue, mut queued) = mpsc::unbounded_channel::<Queued>();
+    let write = async {
+        while let Some((msg, _permit)) = queued.recv().await {
+            let sent = match msg {
+                ChannelMsg::Data { data } => {
+                    conn.up.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    device.data_bytes(data).await
+                }
+                ChannelMsg::ExtendedData { data, ext } => {
+                    conn.up.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    device.extended_data_bytes(ext, data).await
+                }
+                ChannelMsg::Eof => device.eof().await,
+                ChannelMsg::WindowChange {
+                    col_width,
+                    row_height,
+                    pix_width,
+                    pix_height,
+                } => {
+                    device
+                        .window_change(col_width, row_height, pix_width, pix_height)
+                        .await
+                }
+                ChannelMsg::Signal { signal } => device.signal(signal).await,
+                ChannelMsg::Close => break,
+                // Requests needing a reply are forwarded by the handler; nothing else is expected.
+                _ => Ok(()),
+            };
+            if sent.is_err() {
+                break;
+            }
+        }
+        // Stops the reader too: its next send fails.
+        drop(queued);
+        let _ = device.close().await;
+    };
+    tokio::join!(read_ahead(user, queue, None), write);
 }
 
 async fn pump_down(
-    mut device: russh::ChannelReadHalf,
+    device: russh::ChannelReadHalf,
     user: ChannelWriteHalf<server::Msg>,
     handle: server::Handle,
     id: russh::ChannelId,
     replies: mpsc::UnboundedSender<bool>,
     conn: Arc<Conn>,
 ) {
-    while let Some(msg) = device.wait().await {
-        let sent = match msg {
-            ChannelMsg::Data { data } => {
-                conn.down.fetch_add(data.len() as u64, Ordering::Relaxed);
-                user.data_bytes(data).await
+    let (queue, mut queued) = mpsc::unbounded_channel::<Queued>();
+    let write = async {
+        while let Some((msg, _permit)) = queued.recv().await {
+            let sent = match msg {
+                ChannelMsg::Data { data } => {
+                    conn.down.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    user.data_bytes(data).await
+                }
+                ChannelMsg::ExtendedData { data, ext } => {
+                    conn.down.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    user.extended_data_bytes(ext, data).await
+                }
+                ChannelMsg::Eof => user.eof().await,
+                ChannelMsg::ExitStatus { exit_status } => user.exit_status(exit_status).await,
+                ChannelMsg::ExitSignal {
+                    signal_name,
+                    core_dumped,
+                    error_message,
+                    lang_tag,
+                } => handle
+                    .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
+                    .await
+                    .map_err(|()| russh::Error::SendError),
+                ChannelMsg::XonXoff { client_can_do } => handle
+                    .xon_xoff_request(id, client_can_do)
+                    .await
+                    .map_err(|()| russh::Error::SendError),
+                ChannelMsg::Close => break,
+                _ => Ok(()),
+            };
+            if sent.is_err() {
+                break;
             }
-            ChannelMsg::ExtendedData { data, ext } => {
-                conn.down.fetch_add(data.len() as u64, Ordering::Relaxed);
-                user.extended_data_bytes(ext, data).await
-            }
-            ChannelMsg::Eof => user.eof().await,
-            ChannelMsg::ExitStatus { exit_status } => user.exit_status(exit_status).await,
-            ChannelMsg::ExitSignal {
-                signal_name,
-                core_dumped,
-                error_message,
-                lang_tag,
-            } => handle
-                .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
-                .await
-                .map_err(|()| russh::Error::SendError),
-            ChannelMsg::XonXoff { client_can_do } => handle
-                .xon_xoff_request(id, client_can_do)
-                .await
-                .map_err(|()| russh::Error::SendError),
-            ChannelMsg::Success => {
-                let _ = replies.send(true);
-                Ok(())
-            }
-            ChannelMsg::Failure => {
-                let _ = replies.send(false);
-                Ok(())
-            }
-            ChannelMsg::Close => break,
-            _ => Ok(()),
-        };
-        if sent.is_err() {
-            break;
         }
-    }
-    let _ = user.close().await;
+        drop(queued);
+        let _ = user.close().await;
+    };
+    tokio::join!(read_ahead(device, queue, Some(replies)), write);
 }
