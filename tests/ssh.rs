@@ -594,7 +594,10 @@ async fn bulk_both_ways_at_once_does_not_stall() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         assert!(status.success(), "round {round}: {status}");
-        assert!(std::fs::read(&output).unwrap() == content, "round {round}: echo differs");
+        assert!(
+            std::fs::read(&output).unwrap() == content,
+            "round {round}: echo differs"
+        );
     }
 }
 
