@@ -11,7 +11,7 @@
 use axum::Form;
 use axum::extract::State;
 use axum::extract::rejection::FormRejection;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -136,10 +136,11 @@ pub struct LoginForm {
 pub async fn login(
     State(state): State<WebState>,
     peer: Peer,
+    uri: Uri,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Result<Response, WebError> {
-    if !same_origin(&headers) {
+    if !same_origin(&uri, &headers) {
         return Err(WebError::CrossOrigin);
     }
     let Form(form) = form.map_err(|e| WebError::BadRequest(e.body_text()))?;
@@ -181,10 +182,11 @@ pub struct CsrfForm {
 /// `POST /tracking/logout`: deletes the ticket and the cookie.
 pub async fn logout(
     State(state): State<WebState>,
+    uri: Uri,
     headers: HeaderMap,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Result<Response, WebError> {
-    if !same_origin(&headers) {
+    if !same_origin(&uri, &headers) {
         return Err(WebError::CrossOrigin);
     }
     let Form(form) = form.map_err(|e| WebError::BadRequest(e.body_text()))?;

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -51,10 +51,11 @@ pub async fn upgrade(
     State(state): State<WebState>,
     Path(device): Path<String>,
     peer: Peer,
+    uri: Uri,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if !same_origin(&headers) {
+    if !same_origin(&uri, &headers) {
         return WebError::CrossOrigin.into_response();
     }
     let Some(peer) = peer.0 else {

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -127,6 +127,7 @@ pub fn router(state: WebState) -> Router {
         .route("/tracking/logout", post(auth::logout))
         .route("/tracking/terminate", post(tracking::terminate))
         .route("/assets/{file}", get(assets::serve))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
 }
@@ -138,6 +139,8 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' '
     img-src 'self' data:; font-src 'self'; connect-src 'self'; form-action 'self'; \
     frame-ancestors 'none'; base-uri 'none'";
 
+/// `Referrer-Policy: same-origin`, not `no-referrer`: with the latter, browsers send
+/// `Origin: null` on form posts, which [`same_origin`] would have to refuse.
 async fn security_headers(req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
     let h = response.headers_mut();
@@ -151,7 +154,7 @@ async fn security_headers(req: Request, next: Next) -> Response {
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.entry(header::CACHE_CONTROL)
@@ -163,13 +166,15 @@ async fn security_headers(req: Request, next: Next) -> Response {
 /// this gateway: its `Origin`, when the browser sends one, must name the `Host` it was sent
 /// to. Browsers always send `Origin` on POST and WebSocket requests; clients without one
 /// (curl) are not browsers and carry no ambient credentials to abuse.
-pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
+/// Over HTTP/2 the host is the URI's authority (there is no `Host` header).
+pub(crate) fn same_origin(uri: &Uri, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
         .unwrap_or_default();
     let Ok(origin) = origin.to_str() else {
         return false;

@@ -6,7 +6,7 @@
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
 use serde::{Deserialize, Serialize};
@@ -223,10 +223,11 @@ pub struct TerminateForm {
 /// revokes a transient access, as the REST calls do, then back to the page.
 pub async fn terminate(
     State(state): State<WebState>,
+    uri: Uri,
     headers: HeaderMap,
     form: Result<Form<TerminateForm>, FormRejection>,
 ) -> Result<Response, WebError> {
-    if !same_origin(&headers) {
+    if !same_origin(&uri, &headers) {
         return Err(WebError::CrossOrigin);
     }
     let Form(form) = form.map_err(|e| WebError::BadRequest(e.body_text()))?;
