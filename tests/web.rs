@@ -6,6 +6,9 @@
 //! Tooling: `node`, `chromium` (`.ci/apt-packages`) and `npm ci` in `tests/web`
 //! (`.ci/before-tests`). Without them the tests are skipped locally, and fail when `CI` is set.
 
+// Test code: a failed step should stop the test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

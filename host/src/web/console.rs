@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Uri};
@@ -53,11 +54,15 @@ pub async fn upgrade(
     peer: Peer,
     uri: Uri,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if !same_origin(&uri, &headers) {
         return WebError::CrossOrigin.into_response();
     }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
     let Some(peer) = peer.0 else {
         return WebError::BadRequest("the peer address is unknown".into()).into_response();
     };
@@ -330,10 +335,17 @@ mod tests {
 
     #[test]
     fn the_auth_message_parses_and_hides_the_token() {
-        let m: FromBrowser = serde_json::from_str(
+        let m = serde_json::from_str::<FromBrowser>(
             r#"{"type":"auth","user":"u","session_token":"0123","cols":100,"rows":30}"#,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        );
+        assert!(matches!(
+            &m,
+            Ok(FromBrowser::Auth {
+                cols: 100,
+                rows: 30,
+                ..
+            })
+        ));
         let printed = format!("{m:?}");
         assert!(!printed.contains("0123"), "{printed}");
     }
