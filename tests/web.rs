@@ -74,6 +74,11 @@ async fn drive(dir: &Path, scenario: &str, f: &SshFixture) -> Value {
         serde_json::to_string_pretty(&result).unwrap(),
         f.gw.plain_log()
     );
+    for (key, what) in [("restCutMs", "REST"), ("cutMs", "tracking-page")] {
+        if let Some(ms) = result[key].as_u64() {
+            eprintln!("{scenario}: console cut {ms} ms after the {what} terminate");
+        }
+    }
     result
 }
 
@@ -116,6 +121,13 @@ async fn console_runs_a_command_and_shows_clear_errors() {
     assert!(text(&r, "reused").contains("already used"), "{r:#}");
     assert!(text(&r, "unreachable").contains("host key"), "{r:#}");
     assert!(text(&r, "noToken").contains("session_token"), "{r:#}");
+    // Terminating the session through REST cuts the open console within a second.
+    let rest_ms = r["restCutMs"].as_u64().unwrap();
+    assert!(
+        rest_ms < 1000,
+        "console cut {rest_ms} ms after the REST terminate"
+    );
+    assert!(text(&r, "restCutMessage").contains("terminated"), "{r:#}");
     // xterm.js runs under the pages' Content-Security-Policy without violations.
     assert_eq!(r["consoleErrors"], serde_json::json!([]), "{r:#}");
 

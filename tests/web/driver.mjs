@@ -100,6 +100,19 @@ async function consoleScenario() {
   result.unreachable = await bad.locator('#status').textContent();
   const none = await openConsole('no-fragment', 'admin', 'edge-1', '', 'error');
   result.noToken = await none.locator('#status').textContent();
+
+  // Terminating through the REST API cuts an open console.
+  const live = await openConsole('rest-terminate', 'admin', 'core-1', await issue('admin', 'core-1'), 'ready');
+  const list = await ctx.request.get(`${base}/api/v1/tracking/opensessions`, { headers: { ticket } });
+  const id = (await list.json()).find((s) => s.device === 'core-1' && s.state === 'initiated').id;
+  const started = Date.now();
+  const done = await ctx.request.post(`${base}/api/v1/tracking/opensessions/terminate`, {
+    headers: { ticket }, data: { sessions: id },
+  });
+  if (!done.ok()) throw new Error(`terminate: ${done.status()} ${await done.text()}`);
+  await live.waitForSelector('body[data-state=error]', { timeout: T });
+  result.restCutMs = Date.now() - started;
+  result.restCutMessage = await live.locator('#status').textContent();
 }
 
 async function trackingScenario() {
