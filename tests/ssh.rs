@@ -291,15 +291,6 @@ async fn initiated_session(f: &SshFixture, ticket: &str) -> String {
     panic!("no session was initiated");
 }
 
-fn device_process_running(pattern: &str) -> bool {
-    Command::new("pgrep")
-        .args(["-u", FULL_USER, "-f", pattern])
-        .output()
-        .unwrap()
-        .status
-        .success()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn terminate_cuts_a_running_command_within_a_second() {
     let f = SshFixture::start("47050-47059", "");
@@ -556,6 +547,26 @@ async fn failed_logins_penalise_the_source_and_idle_logins_time_out() {
     let (code, out, _) = run_for(other, T);
     assert_eq!((code, out.as_str()), (0, "yes\n"));
     assert!(f.gw.plain_log().contains("event=ssh.source_penalised"));
+
+    // The grace time bounds the login only: a logged-in session outlives it. (Regression: the
+    // timer armed before login used to cut every session after the grace time.)
+    let otk = f.otk("admin", "edge-1").await;
+    let mut late = Command::new("sshpass");
+    late.args([
+        "-p",
+        &otk,
+        "ssh",
+        "-b",
+        "127.0.0.4",
+        "-p",
+        &f.ssh_port.to_string(),
+    ])
+    .args(SSH_OPTS)
+    .arg("admin:edge-1@127.0.0.1")
+    .arg("sleep 3; echo survived")
+    .stdin(Stdio::null());
+    let (code, out, err) = run_for(late, T);
+    assert_eq!((code, out.as_str()), (0, "survived\n"), "{err}");
 }
 
 // Regression: russh blocks its session loop on a full channel buffer, and a bridge that awaited

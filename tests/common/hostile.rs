@@ -67,6 +67,30 @@ pub fn allow_with_ttl(export: &str, ttl: u32) -> Vec<u8> {
     component(export, "(i32.const 2048)", &d, "")
 }
 
+/// `allow` with a grant: `max-ttl-seconds = ttl` and `obligations`.
+pub fn allow_with(export: &str, ttl: Option<u32>, obligations: &[&str]) -> Vec<u8> {
+    const BASE: u32 = 2048;
+    let mut d = vec![0u8; 24];
+    if let Some(ttl) = ttl {
+        d[4] = 1;
+        d[8..12].copy_from_slice(&ttl.to_le_bytes());
+    }
+    // list<string>: (ptr, len) pairs right after the decision, then the bytes.
+    let list = BASE + 24;
+    d[16..20].copy_from_slice(&list.to_le_bytes());
+    d[20..24].copy_from_slice(&(obligations.len() as u32).to_le_bytes());
+    let mut text = BASE + 24 + 8 * obligations.len() as u32;
+    let mut bytes = Vec::new();
+    for o in obligations {
+        d.extend_from_slice(&text.to_le_bytes());
+        d.extend_from_slice(&(o.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(o.as_bytes());
+        text += o.len() as u32;
+    }
+    d.extend_from_slice(&bytes);
+    component(export, "(i32.const 2048)", &d, "")
+}
+
 /// `deny(reason)`.
 pub fn deny(export: &str, reason: &str) -> Vec<u8> {
     let mut d = vec![0u8; 16];

@@ -607,3 +607,13 @@ impl Gateway {
         out
     }
 }
+
+/// Whether a process matching `pattern` runs as the device's full-access user.
+pub fn device_process_running(pattern: &str) -> bool {
+    Command::new("pgrep")
+        .args(["-u", FULL_USER, "-f", pattern])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}

@@ -95,6 +95,9 @@ async fn run_conn(
     };
     let handle = session.handle();
     let mut cut = conn.subscribe_cut();
+    // A select! precondition is read only when the select! starts, so a login that completes
+    // while waiting would not disarm the timer by itself: the branch checks again when it fires.
+    let mut grace_over = false;
     let reason = loop {
         tokio::select! {
             r = &mut session => {
@@ -103,7 +106,11 @@ async fn run_conn(
                 }
                 break None;
             }
-            _ = &mut grace, if !conn.is_authenticated() => {
+            _ = &mut grace, if !grace_over && !conn.is_authenticated() => {
+                if conn.is_authenticated() {
+                    grace_over = true;
+                    continue;
+                }
                 break Some("sallyport: login grace time exceeded".to_string());
             }
             changed = cut.changed() => {

@@ -1,0 +1,227 @@
+//! End-to-end tests of what policy grants do to SSH sessions, and of a transient SSH access
+//! reaching its expiry: a real OpenSSH `sshd` plays the device, the real `sallyport` binary
+//! sits in front of it, and real `ssh`/`sshpass` clients connect. The policies are components
+//! the test suite writes itself in WAT (tests/common/hostile.rs), so the grant is exact.
+
+mod common;
+#[path = "common/hostile.rs"]
+mod hostile;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(60);
+
+/// A TCP service reachable from the device: echoes until EOF, then closes its side.
+fn echo_service() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16 * 1024];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = s.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+/// Config lines loading `wasm` as an extra `authorize` plugin (after the built-in one).
+fn authorize_plugin(dir: &Path, wasm: &[u8]) -> String {
+    let path = dir.join("grant.wasm");
+    std::fs::write(&path, wasm).unwrap();
+    format!(
+        "\n[[plugins]]\nhook = \"authorize\"\npath = \"{}\"\n",
+        path.display()
+    )
+}
+
+/// `ssh -W 127.0.0.1:<port>` through the gateway, sending `input` and returning what came back.
+fn forward(f: &SshFixture, otk: &str, port: u16, input: &[u8]) -> (i32, Vec<u8>, String) {
+    let mut child = Command::new("sshpass")
+        .args(["-p", otk, "ssh", "-p", &f.ssh_port.to_string()])
+        .args(SSH_OPTS)
+        .args(["-W", &format!("127.0.0.1:{port}"), "admin:edge-1@127.0.0.1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = wait_for(child, T);
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// Waits for `child` while reading its output (a full pipe would stall it); kills it and
+/// fails after `limit`.
+fn wait_for(child: Child, limit: Duration) -> std::process::Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("client still running after {limit:?}");
+        }
+    }
+}
+
+/// Waits until `pattern` runs on the device; returns when it was first seen.
+async fn running(pattern: &str) -> Instant {
+    for _ in 0..400 {
+        if device_process_running(pattern) {
+            return Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{pattern} never started on the device");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tcp_forwarding_needs_the_policy_obligation() {
+    let echo = echo_service();
+    // The built-in policies grant no obligations: `ssh -W` is refused, the session is not.
+    let f = SshFixture::start("47110-47119", "");
+    let otk = f.otk("admin", "edge-1").await;
+    let (code, out, err) = forward(&f, &otk, echo, b"hello\n");
+    assert_ne!(code, 0, "{err}");
+    assert!(out.is_empty());
+    assert!(err.contains("stdio forwarding failed"), "{err}");
+    assert!(f.gw.plain_log().contains("ssh.forwarding_refused"));
+    drop(f);
+
+    let dir = tempfile::tempdir().unwrap();
+    let grant = hostile::allow_with("authorize", None, &["allow-tcp-forwarding"]);
+    let f = SshFixture::start("47110-47119", &authorize_plugin(dir.path(), &grant));
+    let otk = f.otk("admin", "edge-1").await;
+    let input: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let (code, out, err) = forward(&f, &otk, echo, &input);
+    assert_eq!(code, 0, "{err}\n{}", f.gw.plain_log());
+    assert!(
+        out == input,
+        "echo through the device differs ({} bytes)",
+        out.len()
+    );
+    assert!(f.gw.plain_log().contains("ssh.forwarding"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_max_ttl_grant_cuts_the_session_when_it_is_reached() {
+    const TTL: u64 = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let grant = hostile::allow_with("authorize", Some(TTL as u32), &[]);
+    let f = SshFixture::start("47120-47129", &authorize_plugin(dir.path(), &grant));
+    let otk = f.otk("admin", "edge-1").await;
+    let spawned = Instant::now();
+    let child = ssh(f.ssh_port, "admin:edge-1", &otk, &["exec sleep 64"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Login happened between `spawned` and `seen`, so the cut is due in that window + TTL.
+    let seen = running("^sleep 64").await;
+    let out = wait_for(child, T);
+    let ended = Instant::now();
+    assert!(!out.status.success());
+    assert!(
+        ended >= spawned + Duration::from_secs(TTL),
+        "cut after {:?}, before the grant's {TTL} s",
+        ended - spawned
+    );
+    assert!(
+        ended <= seen + Duration::from_secs(TTL + 1),
+        "cut {:?} after the command started; the grant allows {TTL} s",
+        ended - seen
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("longest time its policy allows"), "{err}");
+    assert!(
+        !device_process_running("^sleep 64"),
+        "device side left running"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transient_ssh_access_expiry_cuts_within_a_second() {
+    let f = SshFixture::start("47130-47139", "");
+    let c = client();
+    let ticket = login(&c, &f.gw, "admin", "admin-pw").await;
+    let (status, a) = post(
+        &c,
+        &f.gw,
+        &ticket,
+        &format!("/control-plane/{EDGE_ID}/transient-accesses"),
+        json!({"expire_after_minutes": 15, "type": "ssh", "full_access": true}),
+    )
+    .await;
+    assert_eq!(status, 201, "{a}");
+    let (user, pass, port) = (
+        a["username"].as_str().unwrap(),
+        a["password"].as_str().unwrap(),
+        a["port"].as_u64().unwrap() as u16,
+    );
+    let child = ssh(port, user, pass, &["exec sleep 65"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    running("^sleep 65").await;
+    // Fifteen minutes is the shortest access: move its end near instead (WAL mode admits a
+    // second writer), and let the gateway's own sweeper find it.
+    let db = rusqlite::Connection::open(f.tmp.path().join("data/sallyport.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    let expires_at = now_unix_ms() + 400;
+    let n = db
+        .execute(
+            "UPDATE transient_accesses SET expires_at = ?1 WHERE id = ?2",
+            rusqlite::params![expires_at, a["id"].as_str().unwrap()],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    let out = wait_for(child, T);
+    let late = now_unix_ms() - expires_at;
+    assert!(late <= 1000, "cut {late} ms after expires_at");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has expired"), "{err}");
+    let (_, shown) = get(
+        &c,
+        &f.gw,
+        &ticket,
+        &format!(
+            "/sites/{EDGE_ID}/transient-accesses/{}",
+            a["id"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(shown["expired"], true, "{shown}");
+    assert_eq!(shown["revoked_early"], false, "{shown}");
+    let (code, _, _) = run_for(ssh(port, user, pass, &["true"]), T);
+    assert_ne!(code, 0, "the expired access still logs in");
+}
+
+fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
