@@ -437,3 +437,76 @@ async fn console_page_and_embedded_assets_are_served() {
         .unwrap();
     assert_eq!(send(&f.app, ws).await.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn transient_accesses_are_listed_and_revoked_from_the_page() {
+    let f = fixture();
+    let issuer = &f.gateway.issuer;
+    let bob = issuer.directory().user("bob").unwrap().clone();
+    let site = issuer.directory().device("edge-1").unwrap().id;
+    let new = crate::issuer::NewTransient {
+        expire_after_minutes: 15,
+        kind: crate::store::TransientKind::Ssh,
+        full_access: false,
+        allow_rfc1918: true,
+        allow_only_cidr: Some("203.0.113.42/32".into()),
+    };
+    let access = issuer
+        .create_transient(&bob, site, new, None)
+        .await
+        .unwrap();
+
+    // Alice does not see Bob's access; Bob does, with its source limit.
+    let (alice, _) = sign_in(&f.app, "alice", "alice-pw").await;
+    let page = send(&f.app, get("/tracking", Some(&alice))).await;
+    assert!(!page.body.contains(&access.id.to_string()));
+    let (bob_cookie, csrf) = sign_in(&f.app, "bob", "bob-pw").await;
+    let data = send(&f.app, get("/tracking/sessions", Some(&bob_cookie))).await;
+    let v: serde_json::Value = serde_json::from_str(&data.body).unwrap();
+    let row = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == access.id.to_string())
+        .unwrap()
+        .clone();
+    assert_eq!(row["kind"], "transient");
+    assert_eq!(row["state"], "active");
+    assert_eq!(row["source"], "only 203.0.113.42/32");
+    assert_eq!(row["live"], true);
+    assert!(row["type"].as_str().unwrap().starts_with("transient ssh"));
+
+    let r = send(
+        &f.app,
+        post(
+            "/tracking/terminate",
+            Some(&bob_cookie),
+            SAME,
+            &format!("csrf={csrf}&kind=transient&id={}&site={site}", access.id),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(
+        r.headers.get(header::LOCATION).unwrap(),
+        "/tracking?done=transient"
+    );
+    let page = send(&f.app, get("/tracking?done=transient", Some(&bob_cookie))).await;
+    assert!(page.body.contains("The transient access was revoked."));
+    assert!(
+        page.body
+            .contains("<span class=\"state state-revoked\">revoked</span>")
+    );
+    // Revoking again is a conflict, shown as a page, not a crash.
+    let r = send(
+        &f.app,
+        post(
+            "/tracking/terminate",
+            Some(&bob_cookie),
+            SAME,
+            &format!("csrf={csrf}&kind=transient&id={}&site={site}", access.id),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+}
