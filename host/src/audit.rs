@@ -37,3 +37,20 @@ pub fn now_ms() -> UnixMs {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as UnixMs)
 }
+
+/// Writes the audit rows sent on `rx` (policy decisions no caller wrote with its own change)
+/// until every sender is gone: whatever is waiting goes into one store write, so the rows of
+/// many requests join one group commit instead of queueing one commit each.
+pub async fn drain(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<AuditEvent>>,
+    store: std::sync::Arc<dyn crate::store::Store>,
+) {
+    const MAX_BATCH: usize = 256;
+    let mut waiting = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut waiting, MAX_BATCH).await > 0 {
+        let rows: Vec<AuditEvent> = waiting.drain(..).flatten().collect();
+        if let Err(err) = store.audit_many(rows).await {
+            tracing::error!(error = %err, "cannot write policy decisions to the audit log");
+        }
+    }
+}

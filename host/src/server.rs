@@ -163,16 +163,12 @@ pub async fn run(
     let app = api::router(gateway.app_state()).merge(crate::web::router(web.clone()));
     // Policy decisions are audited without making the request wait: the rows join the
     // store's next group commit.
-    let (audit_tx, mut audit_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (audit_tx, audit_rx) = tokio::sync::mpsc::unbounded_channel();
     gateway.policy.set_audit_sink(audit_tx);
-    let store = gateway.issuer.store().clone();
-    tokio::spawn(async move {
-        while let Some(e) = audit_rx.recv().await {
-            if let Err(err) = store.audit(e).await {
-                tracing::error!(error = %err, "cannot write policy decision to the audit log");
-            }
-        }
-    });
+    tokio::spawn(crate::audit::drain(
+        audit_rx,
+        gateway.issuer.store().clone(),
+    ));
     let acceptor = gateway.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();

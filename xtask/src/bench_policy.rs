@@ -84,9 +84,12 @@ fn cases() -> Vec<(Request, bool)> {
 // ---- the three implementations -------------------------------------------------------------
 
 fn wasm_decide(p: &Policy, r: &Request) -> bool {
-    matches!(p.sudo(r), Verdict::Allow(_))
-        && matches!(p.authorize(r), Verdict::Allow(_))
-        && matches!(p.source(r), Verdict::Allow(_))
+    // One request: every hook through one `Decisions` (one store, dropped at the end), as the
+    // gateway does for each issuance or connection.
+    let mut d = p.decisions(r);
+    matches!(d.sudo(), Verdict::Allow(_))
+        && matches!(d.authorize(), Verdict::Allow(_))
+        && matches!(d.source(), Verdict::Allow(_))
 }
 
 fn native_decide(groups: &[GroupConfig], r: &Request) -> bool {

@@ -183,22 +183,28 @@ impl Issuer {
         device: &str,
         src: &str,
     ) -> Result<ConnectGrant, IssuerError> {
-        if let Verdict::Deny { policy, reason } = self.policy.source(req) {
-            self.metrics.deny("connect", "source");
-            return Err(self
-                .refuse(user, device, src, format!("source ({policy}): {reason}"))
-                .await);
-        }
-        match self.policy.authorize(req) {
-            Verdict::Allow(g) => Ok(ConnectGrant {
+        // Both hooks in one store; its audit rows go to the sink when it is dropped, before
+        // anything here waits.
+        let verdict = {
+            let mut d = self.policy.decisions(req);
+            match d.source() {
+                Verdict::Deny { policy, reason } => Err(("source", policy, reason)),
+                Verdict::Allow(_) => match d.authorize() {
+                    Verdict::Allow(g) => Ok(g),
+                    Verdict::Deny { policy, reason } => Err(("authorize", policy, reason)),
+                },
+            }
+        };
+        match verdict {
+            Ok(g) => Ok(ConnectGrant {
                 access: g.access,
                 max_session_seconds: g.max_ttl_seconds,
                 obligations: g.obligations,
             }),
-            Verdict::Deny { policy, reason } => {
-                self.metrics.deny("connect", "authorize");
+            Err((hook, policy, reason)) => {
+                self.metrics.deny("connect", hook);
                 Err(self
-                    .refuse(user, device, src, format!("authorize ({policy}): {reason}"))
+                    .refuse(user, device, src, format!("{hook} ({policy}): {reason}"))
                     .await)
             }
         }

@@ -281,11 +281,21 @@ impl Issuer {
     }
 
     /// Records a policy denial and returns the error to answer with.
-    async fn denied(&self, kind: &str, hook: &str, e: AuditEvent) -> IssuerError {
+    /// `decisions` are the audit rows of the policy decisions behind it, written with it.
+    async fn denied(
+        &self,
+        kind: &str,
+        hook: &str,
+        e: AuditEvent,
+        decisions: Vec<AuditEvent>,
+    ) -> IssuerError {
         self.metrics.deny(kind, hook);
         let reason = e.reason.clone().unwrap_or_default();
-        if let Err(err) = self.record(e).await {
-            return err;
+        audit::trace(&e);
+        let mut rows = decisions;
+        rows.push(e);
+        if let Err(err) = self.store.audit_many(rows).await {
+            return err.into();
         }
         IssuerError::Denied(reason)
     }

@@ -86,18 +86,32 @@ impl Issuer {
             source: source.clone(),
             ..audit::event(now, "session.denied", Some(&requester.name), "deny")
         };
-        if requester.name != subject.name
-            && let Verdict::Deny { reason, .. } = self.policy.sudo(&req)
-        {
-            return Err(self
-                .denied("open_session", "sudo", denial("sudo", reason))
-                .await);
-        }
-        let grant = match self.policy.authorize(&req) {
-            Verdict::Allow(g) => g,
-            Verdict::Deny { reason, .. } => {
+        // One request, one store: `sudo` and `authorize` share it. Its audit rows go into the
+        // transaction that writes the outcome.
+        let (verdict, decisions) = {
+            let mut d = self.policy.decisions(&req);
+            let sudo = if requester.name == subject.name {
+                None
+            } else {
+                match d.sudo() {
+                    Verdict::Deny { reason, .. } => Some(("sudo", reason)),
+                    Verdict::Allow(_) => None,
+                }
+            };
+            let verdict = match sudo {
+                Some(denied) => Err(denied),
+                None => match d.authorize() {
+                    Verdict::Allow(g) => Ok(g),
+                    Verdict::Deny { reason, .. } => Err(("authorize", reason)),
+                },
+            };
+            (verdict, d.take_audit())
+        };
+        let grant = match verdict {
+            Ok(g) => g,
+            Err((hook, reason)) => {
                 return Err(self
-                    .denied("open_session", "authorize", denial("authorize", reason))
+                    .denied("open_session", hook, denial(hook, reason), decisions)
                     .await);
             }
         };
@@ -127,8 +141,10 @@ impl Issuer {
             source,
             ..audit::event(now, "session.issued", Some(&requester.name), "allow")
         };
-        self.store.insert_session(session, e.clone()).await?;
         audit::trace(&e);
+        let mut rows = decisions;
+        rows.push(e);
+        self.store.insert_session(session, rows).await?;
         self.metrics
             .issued
             .get_or_create(&Metrics::kind("open_session"))

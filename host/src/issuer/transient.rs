@@ -105,7 +105,7 @@ impl Issuer {
                     source,
                     ..audit::event(now, "transient.denied", Some(&requester.name), "deny")
                 };
-                return Err(self.denied("transient", "authorize", e).await);
+                return Err(self.denied("transient", "authorize", e, Vec::new()).await);
             }
         };
         let ttl_ms = grant

@@ -2,14 +2,15 @@
 //!
 //! One [`wasmtime::Engine`] (component model, pooling allocator, epoch interruption) and one
 //! `Linker` serve every plugin. A plugin is compiled once (see `cache`) and pre-instantiated
-//! (`InstancePre`); each decision gets a fresh `Store` with a memory cap (`StoreLimits`) and an
-//! epoch deadline, so no state survives from one request to the next and a runaway plugin is
-//! stopped. Every fault — trap, guest panic, deadline, memory cap, bad return — becomes a
+//! (`InstancePre`); each request gets a fresh `Store` (`session`) in which each plugin is
+//! instantiated once, with a memory cap (`StoreLimits`) and an epoch deadline per call, so no
+//! state survives from one request to the next and a runaway plugin is stopped. Pooled slots
+//! stay resident and are restored in place, so a fresh instance costs no page faults. Every fault — trap, guest panic, deadline, memory cap, bad return — becomes a
 //! [`Fault`], which the caller turns into a deny naming the plugin.
 //!
 //! The deadline bounds the CPU time a decision uses, not wall time: the epoch ticker interrupts
 //! the guest every millisecond past the deadline, and the interrupt checks this thread's CPU
-//! clock. A guest that has not used its budget (the thread was descheduled on a busy machine)
+//! clock (against a base read once per request: [`CallClock`]). A guest that has not used its budget (the thread was descheduled on a busy machine)
 //! continues; one that has, traps. A call is also stopped after 20 times its deadline in wall
 //! time, so a starved machine cannot hold a decision forever.
 //!
@@ -23,10 +24,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, HasSelf, Instance, InstancePre, Linker, ResourceTable};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    StoreLimits,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -36,10 +37,13 @@ use crate::config::Hook;
 
 /// Epoch ticks per millisecond of deadline: the ticker increments the epoch every millisecond.
 const TICK: Duration = Duration::from_millis(1);
+/// Bytes of each pooled linear memory / table kept mapped between instances (reset in place).
+const KEEP_RESIDENT_MEMORY: usize = 256 << 10;
+const KEEP_RESIDENT_TABLE: usize = 16 << 10;
 /// Wall-clock ceiling of a call, as a multiple of its CPU deadline.
 const WALL_FACTOR: u32 = 20;
 
-fn thread_cpu() -> Duration {
+pub(super) fn thread_cpu() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     Duration::new(
         t.tv_sec.max(0) as u64,
@@ -107,21 +111,55 @@ impl std::fmt::Display for Fault {
     }
 }
 
-/// What a decision's store carries.
+/// What a request's store carries. One store serves every decision of one request
+/// ([`super::session::Session`]); the fields naming the plugin and its limits are set before
+/// each call.
 pub struct Ctx {
-    plugin: Arc<PluginMeta>,
-    request_id: String,
-    now_ms: u64,
-    limits: StoreLimits,
-    logs: u32,
-    wasi: Option<Box<(WasiCtx, ResourceTable)>>,
+    pub(super) plugin: Arc<PluginMeta>,
+    pub(super) request_id: String,
+    pub(super) now_ms: u64,
+    pub(super) limits: StoreLimits,
+    pub(super) logs: u32,
+    pub(super) wasi: Option<Box<(WasiCtx, ResourceTable)>>,
+    pub(super) clock: CallClock,
+}
+
+/// What the deadline check needs to know about the call in progress.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CallClock {
+    /// This thread's CPU time when the request's store was created.
+    pub cpu_base: Duration,
+    /// Wall time when the request's store was created.
+    pub store_started: std::time::Instant,
+    /// Wall time when the current call (or instantiation) started.
+    pub call_started: std::time::Instant,
+    /// The current call's CPU budget.
+    pub deadline: Duration,
+}
+
+impl CallClock {
+    /// A lower bound of the CPU time the current call has used: the CPU this thread used since
+    /// the store was created, minus the wall time that passed before the call began (a thread
+    /// cannot use more CPU than wall time, so that part covers every earlier call and the host
+    /// work between them). The store never leaves its thread (`Session` is not `Send`).
+    fn used(&self) -> Duration {
+        thread_cpu()
+            .saturating_sub(self.cpu_base)
+            .saturating_sub(self.call_started.duration_since(self.store_started))
+    }
+
+    /// Whether the call may go on: under its CPU budget and under the wall-clock ceiling.
+    pub fn may_continue(&self) -> bool {
+        self.used() < self.deadline && self.call_started.elapsed() < self.deadline * WALL_FACTOR
+    }
 }
 
 /// The parts of a plugin its host calls need.
 #[derive(Debug)]
 pub struct PluginMeta {
     pub name: String,
-    pub config: HashMap<String, String>,
+    /// Shared by the entries of one multi-hook component, so they share one instance.
+    pub config: Arc<HashMap<String, String>>,
 }
 
 impl bindings::Host for Ctx {
@@ -193,12 +231,61 @@ impl WasiView for Ctx {
     }
 }
 
-/// A plugin ready to decide: its pre-instantiated component for one hook.
+/// A plugin ready to decide: its pre-instantiated component and the export of each hook it
+/// serves. Cloning is cheap and keeps the identity a request's store caches instances by.
 #[derive(Clone)]
-pub enum Prepared {
-    Authorize(authorize::AuthorizePolicyPre<Ctx>),
-    Sudo(sudo::SudoPolicyPre<Ctx>),
-    Source(source::SourcePolicyPre<Ctx>),
+pub struct Prepared(Arc<PreparedInner>);
+
+struct PreparedInner {
+    pre: InstancePre<Ctx>,
+    authorize: Option<authorize::AuthorizePolicyIndices>,
+    sudo: Option<sudo::SudoPolicyIndices>,
+    source: Option<source::SourcePolicyIndices>,
+}
+
+impl Prepared {
+    /// Identity of the compiled component behind this plugin version.
+    pub(super) fn id(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+
+    pub(super) fn instantiate(&self, store: &mut Store<Ctx>) -> wasmtime::Result<Instance> {
+        self.0.pre.instantiate(store)
+    }
+
+    /// Calls `hook` on `instance` (an instance of this component).
+    pub(super) fn call(
+        &self,
+        store: &mut Store<Ctx>,
+        instance: &Instance,
+        hook: Hook,
+        request: &bindings::wit::Request,
+    ) -> wasmtime::Result<bindings::wit::Decision> {
+        let missing = || wasmtime::Error::msg(format!("no `{}` export", export_name(hook)));
+        match hook {
+            Hook::Authorize => self
+                .0
+                .authorize
+                .as_ref()
+                .ok_or_else(missing)?
+                .load(&mut *store, instance)?
+                .call_authorize(store, request),
+            Hook::Sudo => self
+                .0
+                .sudo
+                .as_ref()
+                .ok_or_else(missing)?
+                .load(&mut *store, instance)?
+                .call_sudo(store, request),
+            Hook::Source => self
+                .0
+                .source
+                .as_ref()
+                .ok_or_else(missing)?
+                .load(&mut *store, instance)?
+                .call_check_source(store, request),
+        }
+    }
 }
 
 /// Limits applied to each decision of a plugin.
@@ -239,14 +326,26 @@ impl PolicyEngine {
             .total_stacks(1000)
             .max_memory_size(max_memory_bytes.max(1 << 20))
             .decommit_batch_size(32);
+        // Isolation between requests without fresh page faults: a freed memory or table
+        // slot stays mapped, and only the pages the last instance dirtied are restored
+        // (found with PAGEMAP_SCAN where the kernel has it, else the first bytes are reset
+        // by memset), instead of madvise on free and a fault per page on next use.
+        pool.linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
+            .table_keep_resident(KEEP_RESIDENT_TABLE)
+            .pagemap_scan(Enabled::Auto);
         let mut config = Config::new();
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            // Small data segments: copying beats copy-on-write mappings (measured, see notes).
-            .memory_init_cow(false)
-            .memory_guard_size(64 << 10)
+            // With resident slots the image is restored page by page on free, so keep it.
+            .memory_init_cow(true)
+            // Explicit bounds checks instead of guard pages: a memory that grew can be reused
+            // as it is, where a guarded one needs an mprotect (and a TLB shootdown across the
+            // process's threads) on every instantiation. The checks cost the guest little;
+            // a policy does little memory work.
+            .signals_based_traps(false)
+            .memory_guard_size(0)
             .memory_reservation((max_memory_bytes.max(1 << 20) as u64).next_power_of_two());
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?;
         let mut linker = Linker::<Ctx>::new(&engine);
@@ -277,23 +376,29 @@ impl PolicyEngine {
         &self.engine
     }
 
-    /// Which hook a component serves, from its exports.
-    pub fn world_of(&self, name: &str, component: &Component) -> Result<Hook, LoadError> {
-        let ty = component.component_type();
-        let exports: Vec<String> = ty
+    fn exports(&self, component: &Component) -> Vec<String> {
+        component
+            .component_type()
             .exports(&self.engine)
             .map(|(n, _)| n.to_string())
-            .collect();
-        for (export, hook) in [
-            ("authorize", Hook::Authorize),
-            ("sudo", Hook::Sudo),
-            ("check-source", Hook::Source),
-        ] {
-            if exports.iter().any(|e| e == export) {
-                return Ok(hook);
-            }
-        }
-        Err(LoadError::NoWorld(name.to_string()))
+            .collect()
+    }
+
+    /// The hooks a component serves, from its exports (a built-in component serves several).
+    pub fn hooks_of(&self, component: &Component) -> Vec<Hook> {
+        let exports = self.exports(component);
+        [Hook::Authorize, Hook::Sudo, Hook::Source]
+            .into_iter()
+            .filter(|h| exports.iter().any(|e| e == export_name(*h)))
+            .collect()
+    }
+
+    /// Which hook a component serves, from its exports (the first, if it serves several).
+    pub fn world_of(&self, name: &str, component: &Component) -> Result<Hook, LoadError> {
+        self.hooks_of(component)
+            .first()
+            .copied()
+            .ok_or_else(|| LoadError::NoWorld(name.to_string()))
     }
 
     /// Links and pre-instantiates a component for `hook`.
@@ -303,8 +408,12 @@ impl PolicyEngine {
         hook: Hook,
         component: &Component,
     ) -> Result<Prepared, LoadError> {
-        let found = self.world_of(name, component)?;
-        if found != hook {
+        if !self
+            .exports(component)
+            .iter()
+            .any(|e| e == export_name(hook))
+        {
+            let found = self.world_of(name, component)?;
             return Err(LoadError::WrongWorld {
                 plugin: name.into(),
                 hook,
@@ -314,66 +423,41 @@ impl PolicyEngine {
         }
         let link = |e: wasmtime::Error| LoadError::Link(name.into(), format!("{e:#}"));
         let pre = self.linker.instantiate_pre(component).map_err(link)?;
-        Ok(match hook {
-            Hook::Authorize => {
-                Prepared::Authorize(authorize::AuthorizePolicyPre::new(pre).map_err(link)?)
-            }
-            Hook::Sudo => Prepared::Sudo(sudo::SudoPolicyPre::new(pre).map_err(link)?),
-            Hook::Source => Prepared::Source(source::SourcePolicyPre::new(pre).map_err(link)?),
-        })
+        // The hook asked for must type-check; any other hook the component exports is served
+        // too (one instance then answers every hook of a request) if its types are right.
+        let authorize = authorize::AuthorizePolicyIndices::new(&pre);
+        let sudo = sudo::SudoPolicyIndices::new(&pre);
+        let source = source::SourcePolicyIndices::new(&pre);
+        match hook {
+            Hook::Authorize => authorize.as_ref().map(|_| ()),
+            Hook::Sudo => sudo.as_ref().map(|_| ()),
+            Hook::Source => source.as_ref().map(|_| ()),
+        }
+        .map_err(|e| LoadError::Link(name.into(), format!("{e:#}")))?;
+        let inner = PreparedInner {
+            authorize: authorize.ok(),
+            sudo: sudo.ok(),
+            source: source.ok(),
+            pre,
+        };
+        Ok(Prepared(Arc::new(inner)))
     }
 
-    /// One decision in a fresh store.
+    /// One decision in a store of its own (`sallyport plugin test`).
     pub fn decide(
         &self,
         prepared: &Prepared,
         meta: &Arc<PluginMeta>,
         limits: Limits,
+        hook: Hook,
         r: &Request,
     ) -> Result<Decision, Fault> {
-        let ctx = Ctx {
-            plugin: meta.clone(),
-            request_id: r.request_id.clone(),
-            now_ms: r.now_unix_ms,
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes)
-                .instances(16)
-                .trap_on_grow_failure(true)
-                .build(),
-            logs: 0,
-            wasi: None,
-        };
-        let mut store = Store::new(&self.engine, ctx);
-        store.limiter(|c| &mut c.limits);
-        let ticks = (limits.deadline.as_millis() as u64).max(1) + 1;
-        store.set_epoch_deadline(ticks);
-        let (cpu_start, wall_start) = (thread_cpu(), std::time::Instant::now());
-        let deadline = limits.deadline;
-        store.epoch_deadline_callback(move |_| {
-            let used = thread_cpu().saturating_sub(cpu_start);
-            if used < deadline && wall_start.elapsed() < deadline * WALL_FACTOR {
-                Ok(wasmtime::UpdateDeadline::Continue(1))
-            } else {
-                Err(wasmtime::Trap::Interrupt.into())
-            }
-        });
-        let request = bindings::request(r);
-        let result = match prepared {
-            Prepared::Authorize(pre) => pre
-                .instantiate(&mut store)
-                .and_then(|i| i.call_authorize(&mut store, &request)),
-            Prepared::Sudo(pre) => pre
-                .instantiate(&mut store)
-                .and_then(|i| i.call_sudo(&mut store, &request)),
-            Prepared::Source(pre) => pre
-                .instantiate(&mut store)
-                .and_then(|i| i.call_check_source(&mut store, &request)),
-        };
-        result.map(bindings::decision).map_err(|e| classify(&e))
+        let mut session = super::session::Session::new(self.engine.clone(), r);
+        session.decide(prepared, meta, limits, hook)
     }
 }
 
-fn classify(e: &wasmtime::Error) -> Fault {
+pub(super) fn classify(e: &wasmtime::Error) -> Fault {
     let text = format!("{e:#}");
     match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => Fault::Deadline,

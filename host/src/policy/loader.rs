@@ -82,7 +82,7 @@ struct Spec {
     name: String,
     hook: Option<Hook>,
     origin: Origin,
-    config: HashMap<String, String>,
+    config: Arc<HashMap<String, String>>,
     limits: Limits,
 }
 
@@ -172,7 +172,7 @@ impl Loader {
                     name: name.into(),
                     hook: Some(hook),
                     origin: Origin::Builtin(bytes),
-                    config: cfg,
+                    config: Arc::new(cfg),
                     limits: defaults,
                 });
             }
@@ -204,7 +204,7 @@ impl Loader {
                 name: file.trim_end_matches(".wasm").to_string(),
                 hook: Some(p.hook),
                 origin: Origin::Configured(Arc::new(dir), file.to_string()),
-                config: flatten(&p.config),
+                config: Arc::new(flatten(&p.config)),
                 limits: Limits {
                     deadline: p
                         .deadline_ms
@@ -243,7 +243,7 @@ impl Loader {
             name: stem.to_string(),
             hook: None,
             origin: Origin::DropIn(file.to_string()),
-            config: flatten(&sidecar.config),
+            config: Arc::new(flatten(&sidecar.config)),
             limits: Limits {
                 deadline: sidecar
                     .deadline_ms

@@ -15,6 +15,7 @@ mod loader;
 /// The built-in rules in native Rust: the benchmark's floor and the reference the built-in
 /// components are tested against. `Policy` never consults it.
 pub mod native;
+mod session;
 /// One component loaded outside the server (`sallyport plugin test` / `inspect`).
 pub mod standalone;
 
@@ -197,7 +198,7 @@ pub struct Shared {
     plugins: RwLock<Arc<Vec<Arc<Plugin>>>>,
     rule: CombineRule,
     metrics: Arc<Metrics>,
-    audit: OnceLock<tokio::sync::mpsc::UnboundedSender<AuditEvent>>,
+    audit: OnceLock<tokio::sync::mpsc::UnboundedSender<Vec<AuditEvent>>>,
 }
 
 impl Shared {
@@ -261,8 +262,9 @@ impl Policy {
         Ok(Self { shared })
     }
 
-    /// Sends each decision's audit row to `tx` (the server drains it into the store).
-    pub fn set_audit_sink(&self, tx: tokio::sync::mpsc::UnboundedSender<AuditEvent>) {
+    /// Sends decision audit rows that no caller took ([`Decisions::take_audit`]) to `tx`, one
+    /// message per request (the server writes them in batches).
+    pub fn set_audit_sink(&self, tx: tokio::sync::mpsc::UnboundedSender<Vec<AuditEvent>>) {
         let _ = self.shared.audit.set(tx);
     }
 
@@ -271,30 +273,82 @@ impl Policy {
         self.shared.plugins()
     }
 
-    /// May `subject` reach `device` with `access`?
+    /// The decisions of one request: every hook asked through the result runs against the
+    /// same plugin versions, in one store that is dropped with it.
+    pub fn decisions<'p>(&'p self, r: &'p Request) -> Decisions<'p> {
+        Decisions {
+            shared: &self.shared,
+            plugins: self.shared.plugins(),
+            session: session::Session::new(self.shared.engine.engine().clone(), r),
+            request: r,
+            audit: Vec::new(),
+        }
+    }
+
+    /// May `subject` reach `device` with `access`? (A request of one decision.)
     pub fn authorize(&self, r: &Request) -> Verdict {
-        self.decide(Hook::Authorize, r)
+        self.decisions(r).authorize()
+    }
+
+    /// May `requester` act for `subject`? (A request of one decision.)
+    pub fn sudo(&self, r: &Request) -> Verdict {
+        self.decisions(r).sudo()
+    }
+
+    /// May `source` connect? (A request of one decision.)
+    pub fn source(&self, r: &Request) -> Verdict {
+        self.decisions(r).source()
+    }
+}
+
+/// The decisions of one request ([`Policy::decisions`]). Its audit rows are handed to the
+/// caller ([`Decisions::take_audit`], to be written with the change they led to) or, if not
+/// taken, sent to the audit sink when it is dropped.
+pub struct Decisions<'p> {
+    shared: &'p Shared,
+    plugins: Arc<Vec<Arc<Plugin>>>,
+    session: session::Session,
+    request: &'p Request,
+    audit: Vec<AuditEvent>,
+}
+
+impl std::fmt::Debug for Decisions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decisions")
+            .field("request_id", &self.request.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Decisions<'_> {
+    /// May `subject` reach `device` with `access`?
+    pub fn authorize(&mut self) -> Verdict {
+        self.decide(Hook::Authorize)
     }
 
     /// May `requester` act for `subject`?
-    pub fn sudo(&self, r: &Request) -> Verdict {
-        self.decide(Hook::Sudo, r)
+    pub fn sudo(&mut self) -> Verdict {
+        self.decide(Hook::Sudo)
     }
 
     /// May `source` connect?
-    pub fn source(&self, r: &Request) -> Verdict {
-        self.decide(Hook::Source, r)
+    pub fn source(&mut self) -> Verdict {
+        self.decide(Hook::Source)
     }
 
-    fn decide(&self, hook: Hook, r: &Request) -> Verdict {
+    /// The audit rows of the decisions made so far; the caller writes them.
+    pub fn take_audit(&mut self) -> Vec<AuditEvent> {
+        std::mem::take(&mut self.audit)
+    }
+
+    fn decide(&mut self, hook: Hook) -> Verdict {
         let hook_name = engine::export_name(hook);
-        // A snapshot: a reload during this decision does not affect it.
-        let plugins = self.shared.plugins();
+        let plugins = self.plugins.clone();
         let mut decisions = Vec::new();
         for p in plugins.iter().filter(|p| p.hook == hook) {
             let started = Instant::now();
             let outcome = match &p.prepared {
-                Ok(prepared) => self.shared.engine.decide(prepared, &p.meta, p.limits, r),
+                Ok(prepared) => self.session.decide(prepared, &p.meta, p.limits, hook),
                 Err(cause) => Err(Fault::Unloadable(cause.clone())),
             };
             let d = match outcome {
@@ -305,7 +359,7 @@ impl Policy {
                     Decision::Deny(format!("policy plugin {} {fault}", p.name))
                 }
             };
-            self.record(hook_name, p, &d, started.elapsed(), r);
+            self.record(hook_name, p, &d, started.elapsed());
             let stop = matches!(d, Decision::Deny(_));
             decisions.push((p.name.as_str(), d));
             if stop {
@@ -315,31 +369,43 @@ impl Policy {
         Verdict::combine_with(self.shared.rule, hook_name, decisions)
     }
 
-    fn record(&self, hook: &str, p: &Plugin, d: &Decision, took: std::time::Duration, r: &Request) {
+    fn record(&mut self, hook: &str, p: &Plugin, d: &Decision, took: std::time::Duration) {
         let (outcome, reason) = match d {
             Decision::Allow(_) => ("allow", None),
             Decision::Deny(m) => ("deny", Some(m.as_str())),
             Decision::Abstain => ("abstain", None),
         };
         self.shared.metrics.decision(hook, &p.name, outcome, took);
-        if let Some(tx) = self.shared.audit.get() {
-            let _ = tx.send(AuditEvent {
-                at: r.now_unix_ms as i64,
-                event: format!("policy.{hook}"),
-                actor: Some(r.requester.name.clone()),
-                subject: Some(r.subject.name.clone()),
-                device: Some(r.device.name.clone()),
-                object: Some(r.request_id.clone()),
-                outcome: outcome.into(),
-                reason: Some(format!(
-                    "plugin={} hash={} duration_us={}{}",
-                    p.name,
-                    &p.hash[..16.min(p.hash.len())],
-                    took.as_micros(),
-                    reason.map(|m| format!(": {m}")).unwrap_or_default()
-                )),
-                source: r.source.clone(),
-            });
+        if self.shared.audit.get().is_none() {
+            return;
+        }
+        let r = self.request;
+        self.audit.push(AuditEvent {
+            at: r.now_unix_ms as i64,
+            event: format!("policy.{hook}"),
+            actor: Some(r.requester.name.clone()),
+            subject: Some(r.subject.name.clone()),
+            device: Some(r.device.name.clone()),
+            object: Some(r.request_id.clone()),
+            outcome: outcome.into(),
+            reason: Some(format!(
+                "plugin={} hash={} duration_us={}{}",
+                p.name,
+                &p.hash[..16.min(p.hash.len())],
+                took.as_micros(),
+                reason.map(|m| format!(": {m}")).unwrap_or_default()
+            )),
+            source: r.source.clone(),
+        });
+    }
+}
+
+impl Drop for Decisions<'_> {
+    fn drop(&mut self) {
+        if !self.audit.is_empty()
+            && let Some(tx) = self.shared.audit.get()
+        {
+            let _ = tx.send(std::mem::take(&mut self.audit));
         }
     }
 }

@@ -190,13 +190,16 @@ impl StandalonePlugin {
             .map_err(|e| Fault::Unloadable(e.clone()))?;
         let meta = Arc::new(PluginMeta {
             name: self.name.clone(),
-            config,
+            config: Arc::new(config),
         });
         let limits = Limits {
             deadline: self.limits.deadline,
             memory_bytes: mb(self.limits.memory_mb),
         };
-        self.engine.decide(prepared, &meta, limits, r)
+        let hook = self
+            .hook
+            .ok_or_else(|| Fault::Unloadable("no policy export".into()))?;
+        self.engine.decide(prepared, &meta, limits, hook, r)
     }
 
     /// What the server makes of an outcome: a fault is a deny naming the plugin.

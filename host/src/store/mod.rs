@@ -213,10 +213,12 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a ticket; true if it existed.
     async fn delete_ticket(&self, hash: TokenHash, audit: AuditEvent) -> Result<bool, StoreError>;
 
+    /// Inserts a session with the audit rows describing its issuance (the issuance and the
+    /// policy decisions behind it), in one transaction.
     async fn insert_session(
         &self,
         session: OpenSession,
-        audit: AuditEvent,
+        audit: Vec<AuditEvent>,
     ) -> Result<(), StoreError>;
     /// Single-use redemption: moves the session whose key hashes to `hash` from `generated` to
     /// `initiated` if it belongs to `user` and `device` and is not expired at `now`. Exactly one
@@ -290,6 +292,8 @@ pub trait Store: Send + Sync + 'static {
     /// Expires every generated key and live access due at `now`, auditing each.
     async fn expire_due(&self, now: UnixMs) -> Result<Expired, StoreError>;
     async fn audit(&self, event: AuditEvent) -> Result<(), StoreError>;
+    /// Several audit rows in one transaction.
+    async fn audit_many(&self, events: Vec<AuditEvent>) -> Result<(), StoreError>;
     /// The newest `limit` audit rows, newest first.
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEvent>, StoreError>;
 }

@@ -375,7 +375,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_session(&self, s: OpenSession, audit: AuditEvent) -> Result<(), StoreError> {
+    async fn insert_session(
+        &self,
+        s: OpenSession,
+        audit: Vec<AuditEvent>,
+    ) -> Result<(), StoreError> {
         self.write(move |c| {
             c.prepare_cached(&format!(
                 "INSERT INTO open_sessions ({SESSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
@@ -394,7 +398,7 @@ impl Store for SqliteStore {
                 s.ended_at,
                 s.source
             ])?;
-            insert_audit(c, &audit)
+            audit.iter().try_for_each(|e| insert_audit(c, e))
         })
         .await
     }
@@ -674,6 +678,11 @@ impl Store for SqliteStore {
 
     async fn audit(&self, e: AuditEvent) -> Result<(), StoreError> {
         self.write(move |c| insert_audit(c, &e)).await
+    }
+
+    async fn audit_many(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+        self.write(move |c| events.iter().try_for_each(|e| insert_audit(c, e)))
+            .await
     }
 
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEvent>, StoreError> {

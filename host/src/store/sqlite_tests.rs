@@ -56,9 +56,9 @@ async fn a_failing_write_does_not_undo_its_group() {
     // Same id twice: the second insert violates the primary key. Sent concurrently, they very
     // likely share a commit group; either way exactly the first survives.
     let (a, b, c) = tokio::join!(
-        store.insert_session(session("s1", 10), AuditEvent::default()),
-        store.insert_session(session("s1", 10), AuditEvent::default()),
-        store.insert_session(session("s2", 10), AuditEvent::default()),
+        store.insert_session(session("s1", 10), vec![AuditEvent::default()]),
+        store.insert_session(session("s1", 10), vec![AuditEvent::default()]),
+        store.insert_session(session("s2", 10), vec![AuditEvent::default()]),
     );
     assert!(a.is_ok() && b.is_err() && c.is_ok(), "{a:?} {b:?} {c:?}");
     assert_eq!(store.list_sessions(None).await.unwrap().len(), 2);
@@ -106,7 +106,7 @@ async fn sweeps_expire_only_due_generated_sessions() {
     let (_t, _d, store) = open();
     for (id, exp) in [("due", 100), ("later", 10_000), ("used", 100)] {
         store
-            .insert_session(session(id, exp), AuditEvent::default())
+            .insert_session(session(id, exp), vec![AuditEvent::default()])
             .await
             .unwrap();
     }
@@ -144,13 +144,13 @@ async fn sweeps_expire_only_due_generated_sessions() {
 async fn data_survives_reopen_and_writes_after_close_fail_cleanly() {
     let (_t, dir, store) = open();
     store
-        .insert_session(session("keep", 10_000), AuditEvent::default())
+        .insert_session(session("keep", 10_000), vec![AuditEvent::default()])
         .await
         .unwrap();
     store.close();
     assert!(matches!(
         store
-            .insert_session(session("late", 1), AuditEvent::default())
+            .insert_session(session("late", 1), vec![AuditEvent::default()])
             .await,
         Err(StoreError::Closed)
     ));
