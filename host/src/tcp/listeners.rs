@@ -161,15 +161,17 @@ impl<H: AccessHandler> Listeners<H> {
         let Some(open) = self.open.lock().remove(&id) else {
             return;
         };
-        open.ended.send_replace(true);
         open.task.abort();
-        // The listener is dropped with the task; wait for that (a task mid-poll finishes it).
+        // The listener is dropped with the task; wait for that (a task mid-poll finishes it)
+        // before cutting the connections, so that once a client sees its connection cut, the
+        // port no longer accepts.
         if tokio::time::timeout(Duration::from_secs(1), open.task)
             .await
             .is_err()
         {
             tracing::warn!(access = %id, "listener task slow to stop");
         }
+        open.ended.send_replace(true);
         tracing::info!(access = %id, kind = H::KIND.as_str(), "transient listener closed");
     }
 
