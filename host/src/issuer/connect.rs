@@ -7,6 +7,7 @@
 
 use std::net::IpAddr;
 
+use super::refusals::{Admit, ROWS_PER_WINDOW};
 use super::{Issuer, IssuerError, token};
 use crate::audit::{self, now_ms};
 use crate::config::AccessLevel;
@@ -211,7 +212,23 @@ impl Issuer {
     }
 
     /// Audits a refused connection and returns the one error every refusal gives.
+    /// Rows are bounded per source (see [`super::refusals`]).
     async fn refuse(&self, user: &str, device: &str, src: &str, reason: String) -> IssuerError {
+        let reason = match self.refusals.admit(src, now_ms()) {
+            Admit::Record { skipped: 0 } => reason,
+            Admit::Record { skipped } => format!(
+                "{reason} (after {skipped} more refusals from this source that were not recorded)"
+            ),
+            Admit::Skip { first } => {
+                if first {
+                    tracing::warn!(
+                        source = src,
+                        "over {ROWS_PER_WINDOW} refused connections from one source within a minute; not recording more of them this minute"
+                    );
+                }
+                return IssuerError::Refused;
+            }
+        };
         let e = AuditEvent {
             subject: Some(user.into()),
             device: Some(device.into()),

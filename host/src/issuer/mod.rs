@@ -9,6 +9,7 @@
 mod connect;
 pub mod humanize;
 mod provisioning;
+mod refusals;
 pub mod seal;
 mod sessions;
 pub mod token;
@@ -116,6 +117,8 @@ pub struct Issuer {
     events: broadcast::Sender<Lifecycle>,
     /// Device-side users of transient accesses; `None`: no device has a driver.
     provisioner: Option<Arc<crate::provision::Provisioner>>,
+    /// Bounds the refusal rows one source can cause.
+    refusals: refusals::RefusalLimiter,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -145,6 +148,7 @@ impl Issuer {
             cfg,
             events,
             provisioner: None,
+            refusals: refusals::RefusalLimiter::default(),
         }
     }
 
