@@ -117,10 +117,13 @@ async fn console_runs_a_command_and_shows_clear_errors() {
     );
     // Resizing the window resized the device's pty.
     assert_ne!(text(&r, "sizeBefore"), text(&r, "sizeAfter"), "{r:#}");
-    // A reused key, a device whose host key does not match, and a missing key are explained.
+    // A reused key, a device whose host key does not match, a missing key, a device nobody
+    // answers for and an expired key are explained.
     assert!(text(&r, "reused").contains("already used"), "{r:#}");
     assert!(text(&r, "unreachable").contains("host key"), "{r:#}");
     assert!(text(&r, "noToken").contains("session_token"), "{r:#}");
+    assert!(text(&r, "down").contains("cannot reach"), "{r:#}");
+    assert!(text(&r, "expired").contains("expired"), "{r:#}");
     // Terminating the session through REST cuts the open console within a second.
     let rest_ms = r["restCutMs"].as_u64().unwrap();
     assert!(
@@ -137,6 +140,7 @@ async fn console_runs_a_command_and_shows_clear_errors() {
         "event=web.session.start",
         "event=session.redeem_refused",
         "event=ssh.host_key_mismatch",
+        "event=web.device_refused",
     ] {
         assert!(log.contains(needle), "log lacks {needle}:\n{log}");
     }

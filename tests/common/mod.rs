@@ -423,7 +423,7 @@ impl Gateway {
 
 /// A gateway config for SSH tests: `edge-1` pinned to the sshd's key (full by password,
 /// read-only by key file), `core-1` without `host_key` (trust on first use), `bad-1` pinned
-/// to a key the sshd does not have. Users as in [`config`]. `extra` is appended to `[server]`.
+/// to a key the sshd does not have, `down-1` where nothing listens. Users as in [`config`]. `extra` is appended to `[server]`.
 pub fn ssh_config(data: &Path, ports: &str, sshd: &Sshd, extra: &str) -> String {
     let device = |name: &str, id: &str, pin: Option<&str>| {
         format!(
@@ -469,7 +469,13 @@ name = "alice"
 password = "alice-pw"
 groups = ["ops"]
 
-{edge}{core}{bad}"#,
+{edge}{core}{bad}[[devices]]
+name = "down-1"
+id = "4a1e2c3b-5d6f-4a7b-8c9d-0e1f2a3b4c5d"
+# Nothing listens on port 1: the device is unreachable.
+ssh = "127.0.0.1:1"
+credentials.full = {{ user = "{FULL_USER}", password = "{FULL_PASSWORD}" }}
+"#,
         data = data.display(),
         edge = device("edge-1", EDGE_ID, Some(&sshd.fingerprint)),
         core = device("core-1", CORE_ID, None),

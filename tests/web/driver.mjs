@@ -3,7 +3,7 @@
 //   node driver.mjs <scenario> <gateway base URL> <admin ticket> <artifacts dir>
 //
 // Scenarios: `console` (a command through the direct console, resize, a reused key, an
-// unreachable device) and `tracking` (keyboard sign-in, cookie flags, live updates, terminate
+// expired key, a host-key mismatch, an unreachable device) and `tracking` (keyboard sign-in, cookie flags, live updates, terminate
 // from the tracking page cuts an open console). Prints one JSON object with what it saw on the
 // last line of stdout; the Rust test asserts on it. Exits 1 (after a screenshot of every open
 // page) when a step fails or times out.
@@ -40,9 +40,9 @@ function watch(page, name) {
 
 const keys = [];
 result.keys = keys;
-async function issue(user, device) {
+async function issue(user, device, duration = 120) {
   const r = await ctx.request.post(`${base}/api/v1/opensession`, {
-    headers: { ticket }, data: { user, target_device: device, duration: 120 },
+    headers: { ticket }, data: { user, target_device: device, duration },
   });
   if (!r.ok()) throw new Error(`opensession ${user}/${device}: ${r.status()} ${await r.text()}`);
   const key = (await r.json()).session_token;
@@ -98,6 +98,12 @@ async function consoleScenario() {
 
   const bad = await openConsole('unreachable', 'admin', 'bad-1', await issue('admin', 'bad-1'), 'error');
   result.unreachable = await bad.locator('#status').textContent();
+  const down = await openConsole('down', 'admin', 'down-1', await issue('admin', 'down-1'), 'error');
+  result.down = await down.locator('#status').textContent();
+  const stale = await issue('admin', 'edge-1', 1);
+  await new Promise((r) => setTimeout(r, 2200));
+  const expired = await openConsole('expired', 'admin', 'edge-1', stale, 'error');
+  result.expired = await expired.locator('#status').textContent();
   const none = await openConsole('no-fragment', 'admin', 'edge-1', '', 'error');
   result.noToken = await none.locator('#status').textContent();
 
