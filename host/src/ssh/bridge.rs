@@ -10,7 +10,7 @@
 //! scp, sftp and rsync end with every byte delivered.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use russh::{Channel, ChannelMsg, ChannelWriteHalf, Pty, client, server};
@@ -164,6 +164,31 @@ async fn read_ahead(
     }
 }
 
+/// Replays what both directions carry alike — data, extended data (counted into `count`) and
+/// EOF — on `to`. Any other message is handed back for the caller to replay.
+async fn replay_common<S>(
+    to: &ChannelWriteHalf<S>,
+    count: &AtomicU64,
+    msg: ChannelMsg,
+) -> Result<Option<ChannelMsg>, russh::Error>
+where
+    S: From<(russh::ChannelId, ChannelMsg)> + Send + Sync + 'static,
+{
+    match msg {
+        ChannelMsg::Data { data } => {
+            count.fetch_add(data.len() as u64, Ordering::Relaxed);
+            to.data_bytes(data).await?;
+        }
+        ChannelMsg::ExtendedData { data, ext } => {
+            count.fetch_add(data.len() as u64, Ordering::Relaxed);
+            to.extended_data_bytes(ext, data).await?;
+        }
+        ChannelMsg::Eof => to.eof().await?,
+        other => return Ok(Some(other)),
+    }
+    Ok(None)
+}
+
 async fn pump_up(
     user: russh::ChannelReadHalf,
     device: Arc<ChannelWriteHalf<client::Msg>>,
@@ -172,16 +197,12 @@ async fn pump_up(
     let (queue, mut queued) = mpsc::unbounded_channel::<Queued>();
     let write = async {
         while let Some((msg, _permit)) = queued.recv().await {
-            let sent = match msg {
-                ChannelMsg::Data { data } => {
-                    conn.up.fetch_add(data.len() as u64, Ordering::Relaxed);
-                    device.data_bytes(data).await
-                }
-                ChannelMsg::ExtendedData { data, ext } => {
-                    conn.up.fetch_add(data.len() as u64, Ordering::Relaxed);
-                    device.extended_data_bytes(ext, data).await
-                }
-                ChannelMsg::Eof => device.eof().await,
+            let sent = match replay_common(&device, &conn.up, msg).await {
+                Ok(Some(msg)) => msg,
+                Ok(None) => continue,
+                Err(_) => break,
+            };
+            let sent = match sent {
                 ChannelMsg::WindowChange {
                     col_width,
                     row_height,
@@ -219,16 +240,12 @@ async fn pump_down(
     let (queue, mut queued) = mpsc::unbounded_channel::<Queued>();
     let write = async {
         while let Some((msg, _permit)) = queued.recv().await {
-            let sent = match msg {
-                ChannelMsg::Data { data } => {
-                    conn.down.fetch_add(data.len() as u64, Ordering::Relaxed);
-                    user.data_bytes(data).await
-                }
-                ChannelMsg::ExtendedData { data, ext } => {
-                    conn.down.fetch_add(data.len() as u64, Ordering::Relaxed);
-                    user.extended_data_bytes(ext, data).await
-                }
-                ChannelMsg::Eof => user.eof().await,
+            let sent = match replay_common(&user, &conn.down, msg).await {
+                Ok(Some(msg)) => msg,
+                Ok(None) => continue,
+                Err(_) => break,
+            };
+            let sent = match sent {
                 ChannelMsg::ExitStatus { exit_status } => user.exit_status(exit_status).await,
                 ChannelMsg::ExitSignal {
                     signal_name,
