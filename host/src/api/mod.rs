@@ -23,6 +23,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 
 pub use error::ApiError;
+pub(crate) use extract::Peer;
 
 use crate::issuer::Issuer;
 use crate::metrics::{Metrics, RouteLabel};

@@ -23,12 +23,10 @@ mod live;
 mod tests;
 mod tracking;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, FromRequestParts, Request};
-use axum::http::request::Parts;
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -185,22 +183,8 @@ pub(crate) fn same_origin(uri: &Uri, headers: &HeaderMap) -> bool {
     matches!(authority, Some(a) if !host.is_empty() && a.eq_ignore_ascii_case(host))
 }
 
-/// The browser's address, recorded by the server for every connection.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Peer(Option<SocketAddr>);
-
-impl<S: Send + Sync> FromRequestParts<S> for Peer {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0),
-        ))
-    }
-}
+/// The browser's address, recorded by the server for every connection (the API's extractor).
+pub(crate) use crate::api::Peer;
 
 /// Cuts live consoles whose session ends (terminated from REST or the tracking page) until
 /// `shutdown` resolves; then cuts every console with a message.
