@@ -27,7 +27,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 plugins="$repo/plugins"
 dist="$plugins/dist"
 # name:world of every built-in plugin (crate directory under plugins/).
-builtins=(default-authorize:authorize-policy default-sudo:sudo-policy default-source:source-policy)
+builtins=(default-authorize:authorize-policy default-sudo:sudo-policy default-source:source-policy default-policy:authorize-policy)
 # name:world of the example plugins under examples/ (built and checked, never committed).
 examples=(business-hours:authorize-policy max-ttl:authorize-policy deny-users:authorize-policy)
 

@@ -1,7 +1,8 @@
 //! Where plugins come from and how they are kept current.
 //!
-//! Three sources, in this order on each hook: the built-in components (embedded in the binary
-//! from `plugins/dist/`, unless `builtin_policies = false`), the `[[plugins]]` entries (paths
+//! Three sources, in this order on each hook: the built-in component (embedded in the binary
+//! from `plugins/dist/default-policy.wasm`, serving all three hooks, unless
+//! `builtin_policies = false`), the `[[plugins]]` entries (paths
 //! relative to the configuration file), and the drop-in directory (`plugins_dir`: every
 //! `NAME.wasm`, with an optional `NAME.toml` beside it; its hook is the world it exports).
 //! Each configured file is read through a `cap-std` handle on its directory, and the drop-in
@@ -24,23 +25,14 @@ use super::engine::{Limits, LoadError, PluginMeta, PolicyEngine, Prepared};
 use super::{PolicyError, Shared};
 use crate::config::{Config, Hook};
 
-/// The built-in policies, committed as built components so no wasm toolchain is needed.
-const BUILTINS: [(&str, Hook, &[u8]); 3] = [
-    (
-        "builtin-authorize",
-        Hook::Authorize,
-        include_bytes!("../../../plugins/dist/default-authorize.wasm"),
-    ),
-    (
-        "builtin-sudo",
-        Hook::Sudo,
-        include_bytes!("../../../plugins/dist/default-sudo.wasm"),
-    ),
-    (
-        "builtin-source",
-        Hook::Source,
-        include_bytes!("../../../plugins/dist/default-source.wasm"),
-    ),
+/// The built-in policies, committed as a built component so no wasm toolchain is needed: one
+/// component (`plugins/default-policy`) exporting all three hooks, so one instance answers
+/// every hook of a request.
+const BUILTIN: &[u8] = include_bytes!("../../../plugins/dist/default-policy.wasm");
+const BUILTIN_HOOKS: [(&str, Hook); 3] = [
+    ("builtin-authorize", Hook::Authorize),
+    ("builtin-sudo", Hook::Sudo),
+    ("builtin-source", Hook::Source),
 ];
 
 const POLL: Duration = Duration::from_millis(50);
@@ -121,6 +113,8 @@ pub struct Loader {
     max_memory: usize,
     /// Last seen fingerprint per file, so an unchanged (or known-broken) file is not reloaded.
     seen: HashMap<String, Fingerprint>,
+    /// The built-in component, prepared once for its three entries (same instance per request).
+    builtin: std::sync::OnceLock<(String, Prepared)>,
 }
 
 type Fingerprint = Vec<(u64, Option<SystemTime>)>;
@@ -163,16 +157,16 @@ impl Loader {
             let groups =
                 serde_json::to_string(&config.groups.iter().map(group_json).collect::<Vec<_>>())
                     .map_err(|e| PolicyError::Config(e.to_string()))?;
-            for (name, hook, bytes) in BUILTINS {
-                let mut cfg = HashMap::new();
-                if hook == Hook::Authorize {
-                    cfg.insert("groups".to_string(), groups.clone());
-                }
+            // One configuration for the three entries: they share one instance per request.
+            let mut cfg = HashMap::new();
+            cfg.insert("groups".to_string(), groups);
+            let cfg = Arc::new(cfg);
+            for (name, hook) in BUILTIN_HOOKS {
                 specs.push(Spec {
                     name: name.into(),
                     hook: Some(hook),
-                    origin: Origin::Builtin(bytes),
-                    config: Arc::new(cfg),
+                    origin: Origin::Builtin(BUILTIN),
+                    config: cfg.clone(),
                     limits: defaults,
                 });
             }
@@ -227,6 +221,7 @@ impl Loader {
             defaults,
             max_memory,
             seen: HashMap::new(),
+            builtin: std::sync::OnceLock::new(),
         })
     }
 
@@ -304,6 +299,21 @@ impl Loader {
             ));
         }
         let engine = &self.engine;
+        if let (Origin::Builtin(_), Some(hook), Some((hash, prepared))) =
+            (&spec.origin, spec.hook, self.builtin.get())
+        {
+            return Ok(Plugin {
+                name: spec.name.clone(),
+                hook,
+                hash: hash.clone(),
+                meta: Arc::new(PluginMeta {
+                    name: spec.name.clone(),
+                    config: spec.config.clone(),
+                }),
+                limits: spec.limits,
+                prepared: Ok(prepared.clone()),
+            });
+        }
         let (component, hash) = self
             .cache
             .load(engine.engine(), &spec.name, &bytes)
@@ -317,6 +327,9 @@ impl Loader {
         let prepared = engine
             .prepare(&spec.name, hook, &component)
             .map_err(|e| e.to_string())?;
+        if let Origin::Builtin(_) = spec.origin {
+            let _ = self.builtin.set((hash.clone(), prepared.clone()));
+        }
         Ok(Plugin {
             name: spec.name.clone(),
             hook,

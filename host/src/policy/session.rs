@@ -163,3 +163,91 @@ impl Session {
         }
     }
 }
+
+/// The test suite's hand-written components (`tests/common/hostile.rs`).
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+#[path = "../../../tests/common/hostile.rs"]
+mod hostile;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::hostile;
+    use super::*;
+    use crate::config::AccessLevel;
+    use crate::policy::engine::PolicyEngine;
+    use crate::policy::{Action, DeviceRef, Principal, Protocol};
+
+    /// Allows on its first call in an instance, and denies on any later call (it remembers
+    /// having been called in a byte of its memory).
+    fn stateful() -> Vec<u8> {
+        let reason = b"state from an earlier call";
+        let mut d = vec![0u8; 40]; // allow (24 bytes), then deny at +24, reason at +40
+        d[24] = 1;
+        d[28..32].copy_from_slice(&(2048u32 + 40).to_le_bytes());
+        d[32..36].copy_from_slice(&(reason.len() as u32).to_le_bytes());
+        d.extend_from_slice(reason);
+        hostile::component(
+            "authorize",
+            "(if (result i32) (i32.load8_u (i32.const 3000))
+               (then (i32.const 2072))
+               (else (i32.store8 (i32.const 3000) (i32.const 1)) (i32.const 2048)))",
+            &d,
+            "",
+        )
+    }
+
+    fn request() -> Request {
+        let user = Principal {
+            name: "alice".into(),
+            groups: vec!["ops".into()],
+            sudo: false,
+        };
+        Request {
+            action: Action::IssueSession,
+            requester: user.clone(),
+            subject: user,
+            device: DeviceRef {
+                name: "edge-1".into(),
+                id: "d1".into(),
+                tags: vec![],
+            },
+            protocol: Protocol::Ssh,
+            access: AccessLevel::Full,
+            ttl_seconds: 60,
+            source: None,
+            allow_only_cidr: None,
+            allow_rfc1918: true,
+            now_unix_ms: 0,
+            request_id: "r".into(),
+        }
+    }
+
+    #[test]
+    fn no_state_survives_from_one_request_to_the_next() {
+        let engine = PolicyEngine::new(16 << 20).unwrap();
+        let component = wasmtime::component::Component::new(engine.engine(), stateful()).unwrap();
+        let prepared = engine
+            .prepare("stateful", Hook::Authorize, &component)
+            .unwrap();
+        let meta = Arc::new(PluginMeta {
+            name: "stateful".into(),
+            config: Arc::default(),
+        });
+        let limits = Limits {
+            deadline: Duration::from_millis(100),
+            memory_bytes: 16 << 20,
+        };
+        let r = request();
+        // Many requests, so pooled slots are reused: each one starts from a pristine instance.
+        for _ in 0..50 {
+            let mut s = Session::new(engine.engine().clone(), &r);
+            let first = s.decide(&prepared, &meta, limits, Hook::Authorize);
+            assert!(matches!(first, Ok(Decision::Allow(_))), "{first:?}");
+            // Within one request the instance is shared, so the plugin sees its own state.
+            let second = s.decide(&prepared, &meta, limits, Hook::Authorize);
+            assert!(matches!(second, Ok(Decision::Deny(_))), "{second:?}");
+        }
+    }
+}
