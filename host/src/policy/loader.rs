@@ -8,9 +8,10 @@
 //! Each configured file is read through a `cap-std` handle on its directory, and the drop-in
 //! directory through one handle, all opened at start.
 //!
-//! A watcher polls every 50 ms. A changed file is recompiled and swapped in for new decisions
-//! (decisions in flight finish on the version they started with); a broken new version keeps
-//! the old one and logs why; a removed drop-in is unloaded.
+//! A watcher polls every 20 ms (a few `stat`s and one directory read; with compilation, the poll
+//! is most of the reload latency, which issue 4 bounds at 100 ms). A changed file is recompiled
+//! and swapped in for new decisions (decisions in flight finish on the version they started
+//! with); a broken new version keeps the old one and logs why; a removed drop-in is unloaded.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -35,7 +36,7 @@ const BUILTIN_HOOKS: [(&str, Hook); 3] = [
     ("builtin-source", Hook::Source),
 ];
 
-const POLL: Duration = Duration::from_millis(50);
+const POLL: Duration = Duration::from_millis(20);
 
 /// A loaded plugin, ready to decide.
 pub struct Plugin {
