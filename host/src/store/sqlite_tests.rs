@@ -158,3 +158,57 @@ async fn data_survives_reopen_and_writes_after_close_fail_cleanly() {
     assert!(again.session("keep").await.unwrap().is_some());
     assert!(again.session("late").await.unwrap().is_none());
 }
+
+/// Under steady reads a PASSIVE checkpoint never lets the WAL reset; past the threshold the
+/// checkpoint empties it anyway, without failing the readers.
+#[test]
+fn a_large_wal_is_truncated_even_while_readers_keep_reading() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("t.db");
+    let writer = Connection::open(&path).unwrap();
+    writer.pragma_update(None, "journal_mode", "WAL").unwrap();
+    writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    writer
+        .busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    writer.execute("CREATE TABLE t (v BLOB)", []).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (path, stop) = (path.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let r = Connection::open(&path).unwrap();
+                r.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+                let mut reads = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _: i64 = r
+                        .query_row("SELECT count(*) FROM t", [], |x| x.get(0))
+                        .unwrap();
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    let checkpointer = Connection::open(&path).unwrap();
+    checkpointer
+        .busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    let wal = path.with_extension("db-wal");
+    for _ in 0..300 {
+        writer
+            .execute("INSERT INTO t VALUES (zeroblob(8192))", [])
+            .unwrap();
+    }
+    // Below the threshold: frames are copied, the WAL is kept.
+    checkpoint_once(&checkpointer, 1_000_000).unwrap();
+    assert!(std::fs::metadata(&wal).unwrap().len() > 1_000_000);
+    // Above it: emptied, while the readers go on.
+    checkpoint_once(&checkpointer, 100).unwrap();
+    assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
+    writer.execute("INSERT INTO t VALUES (1)", []).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+}
