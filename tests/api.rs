@@ -2,6 +2,9 @@
 //! success path and its listed errors, the three ways to authenticate, self-issue versus
 //! issue-for-other with and without sudo, and the transient-access life cycle.
 
+// Test code: a failed step should stop the test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

@@ -2,6 +2,9 @@
 //! password printed once), `check-config` on good and bad files, `hash-password`, and the
 //! plugin tools (`plugin inspect`, `plugin test` with fixtures, `plugin new`).
 
+// Test code: a failed step should stop the test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::io::Write;

@@ -3,6 +3,9 @@
 //! keys surviving a clean restart, expiry surviving downtime, and a `kill -9` in the middle of an
 //! issuance burst losing no key whose response was received.
 
+// Test code: a failed step should stop the test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::sync::Arc;

@@ -9,6 +9,9 @@
 //! (`plugins/build.sh`, `examples/weekend-read-only/build.sh`). A missing one fails the test
 //! when `CI` is set, and otherwise skips it with a loud message naming the build script.
 
+// Test code: a failed step should stop the test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -5,6 +5,9 @@
 //! load at start stops the start with its file named; and hot reload under load never fails a
 //! decision.
 
+// Test code: a failed step should stop the test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 #[path = "common/hostile.rs"]

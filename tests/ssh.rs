@@ -2,6 +2,9 @@
 //! real `sallyport` binary sits in front of it, and the real `ssh`, `sshpass`, `scp`, `sftp`
 //! and `rsync` clients connect through it.
 
+// Test code: a failed step should stop the test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::process::{Command, Stdio};

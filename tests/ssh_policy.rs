@@ -3,6 +3,9 @@
 //! sits in front of it, and real `ssh`/`sshpass` clients connect. The policies are components
 //! the test suite writes itself in WAT (tests/common/hostile.rs), so the grant is exact.
 
+// Test code: a failed step should stop the test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 #[path = "common/hostile.rs"]
 mod hostile;

@@ -7,6 +7,9 @@
 //! the test moves the access's `expires_at` in the gateway's SQLite database (WAL mode allows a
 //! second writer process) to a moment later, and the gateway's own sweeper expires it.
 
+// Test code: a failed step should stop the test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 #[path = "support/winbox_fixture.rs"]
 mod fixture;

@@ -118,12 +118,16 @@ impl Gateway {
         let mut stdout_lines = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-                .unwrap_or_else(|_| {
-                    let log = std::fs::read_to_string(config_path.with_extension("log")).unwrap_or_default();
-                    panic!("gateway did not report its address; stdout so far: {stdout_lines:?}\nlog:\n{log}")
-                });
+            let wait = deadline.saturating_duration_since(std::time::Instant::now());
+            let Ok(line) = rx.recv_timeout(wait) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log =
+                    std::fs::read_to_string(config_path.with_extension("log")).unwrap_or_default();
+                panic!(
+                    "gateway did not report its address; stdout so far: {stdout_lines:?}\nlog:\n{log}"
+                )
+            };
             stdout_lines.push(line.clone());
             // The ssh line comes last, when every listener is up.
             if line.contains("ssh listening on ") {
