@@ -166,6 +166,16 @@ impl Issuer {
         &self.store
     }
 
+    /// Whether the initiated session `id` is over (ended, or gone); a store error counts as
+    /// not over, so a flaky read never cuts a live connection.
+    pub async fn session_is_over(&self, id: &str) -> bool {
+        match self.store.session(id).await {
+            Ok(Some(s)) => s.state != crate::store::SessionState::Initiated,
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
     /// Endings of sessions and accesses (and creations of accesses), for forwarders holding
     /// live connections and per-access listeners.
     pub fn subscribe(&self) -> broadcast::Receiver<Lifecycle> {

@@ -18,7 +18,6 @@ use super::client::DeviceLink;
 use super::limits::UnauthGuard;
 use crate::audit::now_ms;
 use crate::issuer::Issuer;
-use crate::store::SessionState;
 
 /// What a live connection belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -230,11 +229,7 @@ impl Live {
 /// as "not over": a read failure must not cut healthy connections.
 async fn ended(issuer: &Issuer, identity: &Identity) -> bool {
     match &identity.key {
-        LiveKey::Session(id) => match issuer.store().session(id).await {
-            Ok(Some(s)) => s.state != SessionState::Initiated,
-            Ok(None) => true,
-            Err(_) => false,
-        },
+        LiveKey::Session(id) => issuer.session_is_over(id).await,
         LiveKey::Transient(_) => match issuer.store().transient_by_username(&identity.user).await {
             Ok(Some(a)) => a.expired || a.expires_at <= now_ms(),
             Ok(None) => true,

@@ -10,7 +10,6 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::issuer::Issuer;
-use crate::store::SessionState;
 
 /// One live console: who it is for, and the channel its task watches for a cut.
 #[derive(Debug)]
@@ -56,7 +55,7 @@ impl Consoles {
                 .or_default()
                 .push(Arc::downgrade(console));
         }
-        if ended(issuer, &console.session).await {
+        if issuer.session_is_over(&console.session).await {
             console.cut("sallyport: the session has ended");
         }
     }
@@ -87,7 +86,7 @@ impl Consoles {
             .filter_map(Weak::upgrade)
             .collect();
         for c in all {
-            if ended(issuer, &c.session).await {
+            if issuer.session_is_over(&c.session).await {
                 c.cut("sallyport: the session has ended");
             }
         }
@@ -106,14 +105,6 @@ impl Consoles {
 }
 
 /// Whether the session is over per the store; a read failure does not cut a healthy console.
-async fn ended(issuer: &Issuer, session: &str) -> bool {
-    match issuer.store().session(session).await {
-        Ok(Some(s)) => s.state != SessionState::Initiated,
-        Ok(None) => true,
-        Err(_) => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
