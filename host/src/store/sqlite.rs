@@ -203,7 +203,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
     }
 }
 
-/// WAL frames (of 4 KiB pages by default: 64 MiB) above which a checkpoint also resets the WAL.
+/// WAL frames (of 4 KiB pages by default: 64 MiB) above which a checkpoint also restarts the WAL.
 const WAL_TRUNCATE_FRAMES: i64 = 16_384;
 
 /// Copies committed WAL frames into the database file every 250 ms, and truncates the WAL once
@@ -227,13 +227,14 @@ fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
 /// One checkpoint. PASSIVE never blocks the writer or readers, but it never resets the WAL
 /// either: under steady load some reader always holds a read mark, and the WAL file grows
 /// without bound (~400 MB in a 10 s issuance benchmark). So once the WAL holds more than
-/// `truncate_above` frames, a TRUNCATE checkpoint waits (busy timeout) for the readers of the
-/// moment to finish — their transactions are single queries — and empties it; commits wait
-/// for those few milliseconds.
-fn checkpoint_once(conn: &Connection, truncate_above: i64) -> Result<(), rusqlite::Error> {
+/// `restart_above` frames, a RESTART checkpoint waits (busy timeout) for the readers of the
+/// moment to finish — their transactions are single queries — so the next commit writes the
+/// WAL from its start again. RESTART rather than TRUNCATE: the file keeps its size (bounded by
+/// the threshold plus one burst) and no commit waits for a truncation and its fsync.
+fn checkpoint_once(conn: &Connection, restart_above: i64) -> Result<(), rusqlite::Error> {
     let frames: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?;
-    if frames > truncate_above {
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    if frames > restart_above {
+        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
     }
     Ok(())
 }
