@@ -42,7 +42,7 @@ ssh = "127.0.0.1:22"
             tmp.path().join("data").display()
         ),
     )?;
-    let server = proc::start(&bin, &config)?;
+    let server = proc::start(&bin, &config, proc::Log::File)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let base = |method, path: &str, headers: Vec<(String, String)>, body: Option<String>| Target {

@@ -17,7 +17,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 
@@ -26,7 +26,7 @@ use crate::proc;
 const DEVICE_ID: &str = "d290f1ee-6c54-4b01-90e6-d701748f0851";
 const API_KEY: &str = "bench-api-key-0123456789abcdef";
 
-use proc::{Guard, free_port};
+use proc::{Guard, free_port, wait_port};
 
 fn check(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd
@@ -36,17 +36,6 @@ fn check(cmd: &mut Command) -> anyhow::Result<String> {
         bail!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn wait_port(port: u16) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("nothing listens on port {port}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 /// An sshd on loopback that lets the current user in with `pubkey`.
@@ -88,41 +77,6 @@ fn sshd(dir: &Path, pubkey: &str, user: &str) -> anyhow::Result<(Guard, u16)> {
     let guard = Guard(child);
     wait_port(port)?;
     Ok((guard, port))
-}
-
-/// Starts the gateway and returns it with its API and SSH ports.
-fn gateway(bin: &Path, config: &Path) -> anyhow::Result<(Guard, u16, u16)> {
-    let mut child = Command::new(bin)
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot start sallyport")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let guard = Guard(child);
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-    let mut text = String::new();
-    let port_of = |text: &str, marker: &str| {
-        text.lines()
-            .find_map(|l| l.split(marker).nth(1))
-            .and_then(|a| a.trim().rsplit(':').next())
-            .and_then(|p| p.parse::<u16>().ok())
-    };
-    // The ssh line is printed last, once every listener is up.
-    while port_of(&text, "ssh listening on ").is_none() {
-        let line = lines
-            .next()
-            .context("sallyport exited before listening")??;
-        text.push_str(&line);
-        text.push('\n');
-    }
-    // Keep draining stdout so the gateway never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    let api = port_of(&text, "api listening on ").context("no api line")?;
-    let ssh = port_of(&text, "ssh listening on ").context("no ssh line")?;
-    Ok((guard, api, ssh))
 }
 
 /// Issues a one-time key over plain HTTP (the bench config turns TLS off).
@@ -281,7 +235,8 @@ credentials.full = {{ user = "{user}", key_file = "keys/bench" }}
             data = data.display()
         ),
     )?;
-    let (_gw, api, gw_port) = gateway(&bin, &gw_config)?;
+    let gw = proc::start(&bin, &gw_config, proc::Log::Warnings)?;
+    let (api, gw_port) = (gw.addr.port(), gw.ssh.port());
 
     let askpass = tmp.path().join("askpass.sh");
     std::fs::write(&askpass, "#!/bin/sh\nprintf '%s\\n' \"$SP_OTK\"\n")?;

@@ -18,7 +18,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,18 +29,7 @@ const IPERF_ID: &str = "d290f1ee-6c54-4b01-90e6-d701748f0851";
 const ECHO_ID: &str = "5b2c1d4e-8f3a-4b6c-9d7e-0a1b2c3d4e5f";
 const API_KEY: &str = "bench-api-key-0123456789abcdef";
 
-use proc::{Guard, free_port};
-
-fn wait_port(port: u16) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("nothing listens on port {port}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
-}
+use proc::{Guard, free_port, wait_port};
 
 fn spawn(cmd: &mut Command) -> anyhow::Result<Guard> {
     Ok(Guard(
@@ -95,31 +83,6 @@ fn echo_server() -> anyhow::Result<(SocketAddr, tokio::runtime::Runtime)> {
         }
     });
     Ok((addr, rt))
-}
-
-/// Starts the gateway and returns it with its API port (plain HTTP: the config turns TLS off).
-fn gateway(bin: &Path, config: &Path) -> anyhow::Result<(Guard, u16)> {
-    let mut child = Command::new(bin)
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot start sallyport")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let guard = Guard(child);
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-    let api = loop {
-        let line = lines
-            .next()
-            .context("sallyport exited before listening")??;
-        if let Some(addr) = line.split("api listening on http://").nth(1) {
-            break addr.trim().parse::<SocketAddr>()?.port();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Ok((guard, api))
 }
 
 /// Creates a winbox transient access on a site and returns its port.
@@ -301,7 +264,8 @@ winbox = "{echo}"
             data = tmp.path().join("data").display()
         ),
     )?;
-    let (gw, api) = gateway(&bin, &config)?;
+    let gw = proc::start(&bin, &config, proc::Log::Warnings)?;
+    let api = gw.addr.port();
     let gw_iperf_port = transient(api, IPERF_ID)?;
     let gw_echo_port = transient(api, ECHO_ID)?;
 
@@ -343,7 +307,7 @@ winbox = "{echo}"
         println!("policy decision {labels}: mean {mean:.1} µs");
     }
 
-    let pid = gw.0.id();
+    let pid = gw.child.id();
     std::thread::sleep(Duration::from_millis(500));
     let before = rss_kib(pid)?;
     let started = Instant::now();

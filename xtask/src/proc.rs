@@ -2,8 +2,10 @@
 //! bound address read from its stdout.
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
@@ -30,7 +32,10 @@ pub fn build_release() -> anyhow::Result<PathBuf> {
 /// A gateway process, killed on drop.
 pub struct Server {
     pub child: Child,
-    pub addr: std::net::SocketAddr,
+    /// The API's address.
+    pub addr: SocketAddr,
+    /// The SSH listener's address.
+    pub ssh: SocketAddr,
 }
 
 impl Drop for Server {
@@ -40,37 +45,78 @@ impl Drop for Server {
     }
 }
 
-/// Starts `bin serve --config config` and waits for `api listening on`. The server logs at its
-/// production level (`info`: one audit line per issuance) into `server.log` beside the config.
-pub fn start(bin: &Path, config: &Path) -> anyhow::Result<Server> {
-    let log = std::fs::File::create(config.with_file_name("server.log"))
-        .context("cannot create server.log")?;
-    let mut child = Command::new(bin)
-        .args(["serve", "--config"])
+/// How much the benchmarked gateway logs, and where.
+pub enum Log {
+    /// The production level (`info`: one audit line per request) into `server.log` beside the
+    /// config, so logging is part of what is measured.
+    File,
+    /// Warnings only, on this process's stderr.
+    Warnings,
+}
+
+/// Starts `bin serve --config config` and waits until every listener is up (the `ssh
+/// listening on` line comes last), reading the bound addresses from its stdout.
+pub fn start(bin: &Path, config: &Path, log: Log) -> anyhow::Result<Server> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--config"])
         .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .context("cannot start sallyport")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    for line in lines.by_ref() {
-        let line = line?;
-        if let Some(rest) = line.split("api listening on ").nth(1) {
-            let addr = rest
-                .trim()
-                .trim_start_matches("https://")
-                .trim_start_matches("http://");
-            let addr = addr
-                .parse()
-                .with_context(|| format!("bad address in {line:?}"))?;
-            // Keep draining stdout so the server never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines {});
-            return Ok(Server { child, addr });
+        .stdout(Stdio::piped());
+    match log {
+        Log::File => {
+            let file = std::fs::File::create(config.with_file_name("server.log"))
+                .context("cannot create server.log")?;
+            cmd.env("RUST_LOG", "info").stderr(file);
+        }
+        Log::Warnings => {
+            cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit());
         }
     }
+    let mut child = cmd.spawn().context("cannot start sallyport")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let addr_after = |line: &str, marker: &str| -> Option<anyhow::Result<SocketAddr>> {
+        let rest = line.split(marker).nth(1)?;
+        let addr = rest
+            .trim()
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
+        Some(
+            addr.parse()
+                .with_context(|| format!("bad address in {line:?}")),
+        )
+    };
+    let mut api = None;
+    for line in lines.by_ref() {
+        let line = line?;
+        if let Some(a) = addr_after(&line, "api listening on ") {
+            api = Some(a?);
+        }
+        if let Some(ssh) = addr_after(&line, "ssh listening on ") {
+            let addr = api.context("no api line before the ssh line")?;
+            // Keep draining stdout so the server never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines {});
+            return Ok(Server {
+                child,
+                addr,
+                ssh: ssh?,
+            });
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
     bail!("sallyport exited before listening")
+}
+
+/// Waits up to 10 s until something accepts connections on 127.0.0.1:`port`.
+pub fn wait_port(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens on port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 /// A child process killed on drop.
