@@ -96,8 +96,8 @@ async fn run_conn(
     let handle = session.handle();
     let mut cut = conn.subscribe_cut();
     // A select! precondition is read only when the select! starts, so a login that completes
-    // while waiting would not disarm the timer by itself: the branch checks again when it fires.
-    let mut grace_over = false;
+    // while waiting would not disarm the timer by itself: the branch checks again when it fires
+    // (and from then on the precondition keeps it disabled).
     let reason = loop {
         tokio::select! {
             r = &mut session => {
@@ -106,9 +106,8 @@ async fn run_conn(
                 }
                 break None;
             }
-            _ = &mut grace, if !grace_over && !conn.is_authenticated() => {
+            _ = &mut grace, if !conn.is_authenticated() => {
                 if conn.is_authenticated() {
-                    grace_over = true;
                     continue;
                 }
                 break Some("sallyport: login grace time exceeded".to_string());
