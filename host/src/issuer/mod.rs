@@ -12,6 +12,7 @@ mod provisioning;
 mod refusals;
 pub mod seal;
 mod sessions;
+mod tickets;
 pub mod token;
 mod transient;
 
@@ -119,6 +120,8 @@ pub struct Issuer {
     provisioner: Option<Arc<crate::provision::Provisioner>>,
     /// Bounds the refusal rows one source can cause.
     refusals: refusals::RefusalLimiter,
+    /// Tickets recently found in the store.
+    tickets: tickets::TicketCache,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -149,6 +152,7 @@ impl Issuer {
             events,
             provisioner: None,
             refusals: refusals::RefusalLimiter::default(),
+            tickets: tickets::TicketCache::default(),
         }
     }
 
@@ -229,11 +233,12 @@ impl Issuer {
     /// Deletes a login ticket.
     pub async fn logout(&self, ticket: &Secret<String>, user: &str) -> Result<(), IssuerError> {
         let e = audit::event(now_ms(), "logout", Some(user), "ok");
-        if self
-            .store
-            .delete_ticket(token::hash(ticket.expose()), e.clone())
-            .await?
-        {
+        let hash = token::hash(ticket.expose());
+        self.tickets.forget(&hash);
+        let deleted = self.store.delete_ticket(hash, e.clone()).await;
+        // Again after the delete, for a lookup that read the row while it was running.
+        self.tickets.forget(&hash);
+        if deleted? {
             audit::trace(&e);
         }
         Ok(())
@@ -256,10 +261,20 @@ impl Issuer {
 
     async fn user_by_ticket(&self, t: &Secret<String>) -> Result<Option<&User>, IssuerError> {
         let hash = token::hash(t.expose());
-        let found = self.store.ticket(hash, now_ms()).await?;
+        let now = now_ms();
+        // A hit means this hash was matched against the store row (in constant time) below.
+        if let Some(name) = self.tickets.lookup(&hash, now) {
+            return Ok(self.directory.user(&name));
+        }
+        let seen = self.tickets.generation();
+        let found = self.store.ticket(hash, now).await?;
         Ok(found
             .filter(|row| token::hashes_equal(&row.hash, &hash))
-            .and_then(|row| self.directory.user(&row.username)))
+            .and_then(|row| {
+                self.tickets
+                    .remember(seen, hash, &row.username, row.expires_at);
+                self.directory.user(&row.username)
+            }))
     }
 
     /// A request record with the fields every hook needs; callers set the rest.
