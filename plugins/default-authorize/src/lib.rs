@@ -11,44 +11,48 @@
 //! `[{"name":"admins","sudo":true,"devices":["*"],"access":"full"}, …]` (`devices` defaults
 //! to none, `access` to `read-only`, other keys are ignored).
 
-use miniserde::Deserialize;
-use sallyport_plugin::{AccessLevel, Action, Authorize, Decision, Grant, Request, glob};
+use sallyport_plugin::{AccessLevel, Action, Authorize, ConfigError, Decision, Grant, Request};
+
+mod groups;
 
 /// The built-in authorize policy.
 pub struct DefaultAuthorize;
 
-/// One entry of the `groups` configuration.
-#[derive(Deserialize, Debug)]
-struct Group {
-    name: String,
-    devices: Option<Vec<String>>,
-    access: Option<String>,
-}
-
 impl Authorize for DefaultAuthorize {
     fn authorize(r: &Request) -> Decision {
-        let groups: Vec<Group> = match sallyport_plugin::config_json("groups") {
-            Ok(Some(groups)) => groups,
-            Ok(None) => return Decision::deny("default-authorize: no `groups` configured"),
-            Err(e) => return Decision::deny(format!("default-authorize: {e}")),
+        let Some(text) = sallyport_plugin::config("groups") else {
+            return Decision::deny("default-authorize: no `groups` configured");
         };
         let (user, device) = (&r.subject.name, &r.device.name);
         let mut best: Option<AccessLevel> = None;
-        for g in groups.iter().filter(|g| r.subject.in_group(&g.name)) {
-            if !glob::matches_any(g.devices.as_deref().unwrap_or_default(), device) {
-                continue;
+        // The first matching group whose level is not a level (the table is read to its end
+        // first: a malformed table is reported as such).
+        let mut unknown_level: Option<String> = None;
+        let read = groups::for_each(&text, |g| {
+            if unknown_level.is_some() || !r.subject.in_group(&g.name) || !g.reaches(device) {
+                return;
             }
-            let access = match g.access.as_deref().map(AccessLevel::parse) {
-                None => AccessLevel::ReadOnly,
-                Some(Some(a)) => a,
-                Some(None) => {
-                    return Decision::deny(format!(
-                        "default-authorize: group {} has an unknown access level",
-                        g.name
-                    ));
+            match g.access.as_deref().map(AccessLevel::parse) {
+                None => {
+                    best = Some(
+                        best.map_or(AccessLevel::ReadOnly, |b| b.higher(AccessLevel::ReadOnly)),
+                    )
                 }
+                Some(Some(a)) => best = Some(best.map_or(a, |b| b.higher(a))),
+                Some(None) => unknown_level = Some(g.name.into_owned()),
+            }
+        });
+        if read.is_err() {
+            let e = ConfigError {
+                key: "groups".into(),
+                value: text,
             };
-            best = Some(best.map_or(access, |b| b.higher(access)));
+            return Decision::deny(format!("default-authorize: {e}"));
+        }
+        if let Some(name) = unknown_level {
+            return Decision::deny(format!(
+                "default-authorize: group {name} has an unknown access level"
+            ));
         }
         match best {
             None => Decision::deny(format!(

@@ -3,33 +3,50 @@
 
 /// True if `text` matches `pattern` as a whole.
 pub fn matches(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
+    // Works on bytes, a character at a time (the length of a UTF-8 character is in its first
+    // byte), so matching allocates nothing: it runs on every decision.
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
     let (mut pi, mut ti) = (0, 0);
     // Where the last `*` was, and the text position it currently stands for.
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
+        let tn = char_len(t[ti]);
         match p.get(pi) {
-            Some('*') => {
+            Some(b'*') => {
                 star = Some((pi, ti));
                 pi += 1;
             }
-            Some(&c) if c == '?' || c == t[ti] => {
+            Some(b'?') => {
                 pi += 1;
-                ti += 1;
+                ti += tn;
+            }
+            Some(&c) if p.get(pi..pi + char_len(c)) == t.get(ti..ti + tn) => {
+                pi += tn;
+                ti += tn;
             }
             _ => match star {
                 // Let the last `*` swallow one more character and retry from there.
                 Some((sp, st)) => {
-                    star = Some((sp, st + 1));
+                    let st = st + char_len(t[st]);
+                    star = Some((sp, st));
                     pi = sp + 1;
-                    ti = st + 1;
+                    ti = st;
                 }
                 None => return false,
             },
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+/// Length in bytes of the UTF-8 character that starts with `first`.
+fn char_len(first: u8) -> usize {
+    match first {
+        0xf0.. => 4,
+        0xe0.. => 3,
+        0xc0.. => 2,
+        _ => 1,
+    }
 }
 
 /// True if any of `patterns` matches `text`.
@@ -58,6 +75,11 @@ mod tests {
         assert!(!matches("", "x"));
         assert!(!matches("Device1", "device1"));
         assert!(matches("r?ü*", "rxüter"));
+        assert!(matches("?", "ü"));
+        assert!(!matches("??", "ü"));
+        assert!(matches("*ü", "aüü"));
+        assert!(!matches("ü", "ö"));
+        assert!(matches("*€?", "x€€😀"));
     }
 
     #[test]

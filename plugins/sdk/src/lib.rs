@@ -63,6 +63,7 @@
 
 extern crate self as sallyport_plugin;
 
+mod alloc;
 #[allow(missing_docs)]
 pub mod bindings;
 mod decision;
