@@ -161,13 +161,18 @@ pub async fn run(
 ) {
     let web = crate::web::WebState::new(gateway.issuer.clone(), gateway.ssh.clone());
     let app = api::router(gateway.app_state()).merge(crate::web::router(web.clone()));
-    // Policy decisions are audited without making the request wait: the rows join the
-    // store's next group commit.
+    // Policy decisions and connection starts and ends are audited without making anything
+    // wait: the rows are collected for a moment and join one group commit.
     let (audit_tx, audit_rx) = tokio::sync::mpsc::unbounded_channel();
-    gateway.policy.set_audit_sink(audit_tx);
-    tokio::spawn(crate::audit::drain(
+    gateway.policy.set_audit_sink(audit_tx.clone());
+    gateway.issuer.set_audit_sink(audit_tx);
+    let (audit_stop_tx, audit_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let audit_drain = tokio::spawn(crate::audit::drain(
         audit_rx,
         gateway.issuer.store().clone(),
+        async move {
+            let _ = audit_stop_rx.await;
+        },
     ));
     let acceptor = gateway.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let builder = auto::Builder::new(TokioExecutor::new());
@@ -278,6 +283,9 @@ pub async fn run(
     {
         tracing::warn!("connections still open after 5 s; closing them");
     }
+    // Last: the rows of everything that ended above.
+    let _ = audit_stop_tx.send(());
+    let _ = audit_drain.await;
 }
 
 /// Resolves when the gateway's stop signal is sent (or its sender is gone).

@@ -122,6 +122,8 @@ pub struct Issuer {
     refusals: refusals::RefusalLimiter,
     /// Tickets recently found in the store.
     tickets: tickets::TicketCache,
+    /// Where [`Issuer::audit_later`] sends rows (the server's batching writer).
+    audit_sink: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Vec<AuditEvent>>>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -153,6 +155,7 @@ impl Issuer {
             provisioner: None,
             refusals: refusals::RefusalLimiter::default(),
             tickets: tickets::TicketCache::default(),
+            audit_sink: std::sync::OnceLock::new(),
         }
     }
 
@@ -178,6 +181,34 @@ impl Issuer {
             Ok(None) => true,
             Err(_) => false,
         }
+    }
+
+    /// Sends rows given to [`Issuer::audit_later`] to `tx` (set once, by the server).
+    pub fn set_audit_sink(&self, tx: tokio::sync::mpsc::UnboundedSender<Vec<AuditEvent>>) {
+        let _ = self.audit_sink.set(tx);
+    }
+
+    /// Traces `e` now and writes its row with the next batch, for events no answer waits on
+    /// (a forwarded connection's start and end). Without a sink (tests driving the issuer
+    /// directly) the row is written by a task of its own.
+    pub fn audit_later(&self, e: AuditEvent) {
+        audit::trace(&e);
+        let e = match self.audit_sink.get() {
+            Some(tx) => match tx.send(vec![e]) {
+                Ok(()) => return,
+                Err(tokio::sync::mpsc::error::SendError(mut rows)) => match rows.pop() {
+                    Some(e) => e,
+                    None => return,
+                },
+            },
+            None => e,
+        };
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(err) = store.audit(e).await {
+                tracing::error!(error = %err, "cannot write an audit row");
+            }
+        });
     }
 
     /// Endings of sessions and accesses (and creations of accesses), for forwarders holding

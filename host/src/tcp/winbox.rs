@@ -107,15 +107,9 @@ impl Winbox {
         let _ = client.set_nodelay(true);
         let _ = device.set_nodelay(true);
         let started = Instant::now();
-        // The start row is written beside the forwarding, so connecting never waits on a commit.
-        let issuer = self.issuer.clone();
-        let start_row = self.event(&access, peer, "winbox.connected", "allow", String::new());
-        audit::trace(&start_row);
-        tokio::spawn(async move {
-            if let Err(e) = issuer.store().audit(start_row).await {
-                tracing::error!(error = %e, "cannot write an audit row");
-            }
-        });
+        // The start and end rows join a batch: connecting never waits on a commit.
+        self.issuer
+            .audit_later(self.event(&access, peer, "winbox.connected", "allow", String::new()));
         let counters = Counters::default();
         let (how, outcome) = tokio::select! {
             _ = until_ended(&mut ended) => ("cut: the access ended".to_string(), "cut"),
@@ -130,8 +124,8 @@ impl Winbox {
             counters.down.load(Ordering::Relaxed),
             started.elapsed().as_secs_f64()
         );
-        self.audit(&access, peer, "winbox.closed", outcome, reason)
-            .await;
+        self.issuer
+            .audit_later(self.event(&access, peer, "winbox.closed", outcome, reason));
     }
 
     async fn connect_device(&self, access: &TransientAccess) -> Result<TcpStream, TcpError> {
