@@ -48,6 +48,8 @@ pub struct Plugin {
     pub limits: Limits,
     /// The runnable component, or why this plugin cannot run (every decision then denies).
     pub prepared: Result<Prepared, String>,
+    /// Its decision counters and latency histogram, looked up on its first decision.
+    pub(super) metrics: std::sync::OnceLock<super::PluginMetrics>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -261,6 +263,7 @@ impl Loader {
             }),
             limits: spec.limits,
             prepared: Err(cause.to_string()),
+            metrics: Default::default(),
         }
     }
 
@@ -313,6 +316,7 @@ impl Loader {
                 }),
                 limits: spec.limits,
                 prepared: Ok(prepared.clone()),
+                metrics: Default::default(),
             });
         }
         let (component, hash) = self
@@ -341,6 +345,7 @@ impl Loader {
             }),
             limits: spec.limits,
             prepared: Ok(prepared),
+            metrics: Default::default(),
         })
     }
 

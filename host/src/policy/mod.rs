@@ -16,6 +16,7 @@ mod loader;
 /// components are tested against. `Policy` never consults it.
 pub mod native;
 mod session;
+mod warm;
 /// One component loaded outside the server (`sallyport plugin test` / `inspect`).
 pub mod standalone;
 
@@ -29,7 +30,8 @@ pub use engine::Fault;
 pub use loader::Plugin;
 
 use crate::config::{CombineRule, Config, Hook};
-use crate::metrics::Metrics;
+use crate::metrics::{DecisionLabel, Metrics, PluginLabel};
+use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
 use crate::store::AuditEvent;
 
 use crate::config::AccessLevel;
@@ -199,6 +201,8 @@ pub struct Shared {
     rule: CombineRule,
     metrics: Arc<Metrics>,
     audit: OnceLock<tokio::sync::mpsc::UnboundedSender<Vec<AuditEvent>>>,
+    /// Stores made ready for the next requests.
+    warm: Arc<warm::WarmPool>,
 }
 
 impl Shared {
@@ -208,6 +212,7 @@ impl Shared {
 
     fn replace(&self, next: Vec<Arc<Plugin>>) {
         *self.plugins.write() = Arc::new(next);
+        self.warm.changed();
     }
 }
 
@@ -247,14 +252,21 @@ impl Policy {
         for p in &plugins {
             tracing::info!(plugin = %p.name, hook = ?p.hook, hash = %p.hash, "policy plugin loaded");
         }
+        let warm = warm::WarmPool::new(engine.engine().clone());
         let shared = Arc::new(Shared {
             engine,
             plugins: RwLock::new(Arc::new(plugins)),
             rule: config.server.policy_combine,
             metrics,
             audit: OnceLock::new(),
+            warm,
         });
         let weak = Arc::downgrade(&shared);
+        let current = weak.clone();
+        shared
+            .warm
+            .start(move || current.upgrade().map(|s| s.plugins()))
+            .map_err(|e| PolicyError::Config(format!("cannot start the policy warm-up thread: {e}")))?;
         std::thread::Builder::new()
             .name("sallyport-plugin-watch".into())
             .spawn(move || loader.watch(weak))
@@ -276,10 +288,16 @@ impl Policy {
     /// The decisions of one request: every hook asked through the result runs against the
     /// same plugin versions, in one store that is dropped with it.
     pub fn decisions<'p>(&'p self, r: &'p Request) -> Decisions<'p> {
+        let plugins = self.shared.plugins();
+        let engine = self.shared.engine.engine().clone();
+        let session = match self.shared.warm.take(&plugins) {
+            Some(ready) => session::Session::with_ready(engine, r, ready),
+            None => session::Session::new(engine, r),
+        };
         Decisions {
             shared: &self.shared,
-            plugins: self.shared.plugins(),
-            session: session::Session::new(self.shared.engine.engine().clone(), r),
+            plugins,
+            session,
             request: r,
             audit: Vec::new(),
         }
@@ -298,6 +316,59 @@ impl Policy {
     /// May `source` connect? (A request of one decision.)
     pub fn source(&self, r: &Request) -> Verdict {
         self.decisions(r).source()
+    }
+}
+
+/// The metric handles of one plugin. Looking them up by label on every decision (as
+/// `Metrics::decision` does) built five strings and hashed them under the family's lock; a
+/// handle shares its value with the family, so `/metrics` shows the same series. A counter is
+/// looked up on the first decision with its outcome, so no series appears before it counts.
+pub(crate) struct PluginMetrics {
+    hook: &'static str,
+    plugin: String,
+    /// allow, deny, abstain.
+    outcomes: [OnceLock<Counter>; 3],
+    seconds: Histogram,
+}
+
+impl PluginMetrics {
+    fn new(metrics: &Metrics, hook: &'static str, plugin: &str) -> Self {
+        Self {
+            hook,
+            plugin: plugin.to_string(),
+            outcomes: Default::default(),
+            seconds: metrics
+                .decision_seconds
+                .get_or_create(&PluginLabel {
+                    hook: hook.into(),
+                    plugin: plugin.into(),
+                })
+                .clone(),
+        }
+    }
+
+    /// Counts one decision: `outcome` is its name and its index in `outcomes`.
+    fn record(
+        &self,
+        metrics: &Metrics,
+        (index, outcome): (usize, &str),
+        took: std::time::Duration,
+    ) {
+        let Some(slot) = self.outcomes.get(index) else {
+            return;
+        };
+        slot.get_or_init(|| {
+            metrics
+                .decisions
+                .get_or_create(&DecisionLabel {
+                    hook: self.hook.into(),
+                    plugin: self.plugin.clone(),
+                    outcome: outcome.into(),
+                })
+                .clone()
+        })
+        .inc();
+        self.seconds.observe(took.as_secs_f64());
     }
 }
 
@@ -369,13 +440,16 @@ impl Decisions<'_> {
         Verdict::combine_with(self.shared.rule, hook_name, decisions)
     }
 
-    fn record(&mut self, hook: &str, p: &Plugin, d: &Decision, took: std::time::Duration) {
-        let (outcome, reason) = match d {
-            Decision::Allow(_) => ("allow", None),
-            Decision::Deny(m) => ("deny", Some(m.as_str())),
-            Decision::Abstain => ("abstain", None),
+    fn record(&mut self, hook: &'static str, p: &Plugin, d: &Decision, took: std::time::Duration) {
+        let (index, outcome, reason) = match d {
+            Decision::Allow(_) => (0, "allow", None),
+            Decision::Deny(m) => (1, "deny", Some(m.as_str())),
+            Decision::Abstain => (2, "abstain", None),
         };
-        self.shared.metrics.decision(hook, &p.name, outcome, took);
+        let metrics = &self.shared.metrics;
+        p.metrics
+            .get_or_init(|| PluginMetrics::new(metrics, hook, &p.name))
+            .record(metrics, (index, outcome), took);
         if self.shared.audit.get().is_none() {
             return;
         }
@@ -402,6 +476,9 @@ impl Decisions<'_> {
 
 impl Drop for Decisions<'_> {
     fn drop(&mut self) {
+        if let Some(store) = self.session.take_store() {
+            self.shared.warm.give_back(store);
+        }
         if !self.audit.is_empty()
             && let Some(tx) = self.shared.audit.get()
         {

@@ -12,7 +12,11 @@
 //! starts from a fresh store, so a trapped or interrupted instance never runs again.
 //!
 //! A session is not `Send`: its deadline check reads this thread's CPU clock against a base
-//! taken when the store was created.
+//! taken when the session took its store.
+//!
+//! The store may come ready-made ([`super::warm`]): created, with every plugin instantiated and
+//! never called, by a background thread. Either way one store serves one request only; when
+//! the request is done, [`Session::take_store`] hands it back to be dropped off this thread.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -23,6 +27,7 @@ use wasmtime::{Engine, Store, StoreLimitsBuilder};
 
 use super::bindings::{self, wit};
 use super::engine::{CallClock, Ctx, Fault, Limits, PluginMeta, Prepared, classify, thread_cpu};
+use super::warm::Ready;
 use super::{Decision, Request};
 use crate::config::Hook;
 
@@ -37,8 +42,17 @@ pub struct Session {
     now_ms: u64,
     store: Option<Store<Ctx>>,
     /// `(Prepared::id, config identity, instance)`: at most a handful, so a vector.
-    instances: Vec<(usize, usize, Instance)>,
+    instances: Vec<InstanceKey>,
     _not_send: PhantomData<*const ()>,
+}
+
+/// An instance of a store and what it was instantiated from: the [`Prepared::id`] and the
+/// identity of its configuration (the entries of one multi-hook component share both).
+pub(super) type InstanceKey = (usize, usize, Instance);
+
+/// What identifies the instance a plugin entry needs.
+pub(super) fn instance_key(prepared: &Prepared, meta: &PluginMeta) -> (usize, usize) {
+    (prepared.id(), Arc::as_ptr(&meta.config) as usize)
 }
 
 impl std::fmt::Debug for Session {
@@ -63,7 +77,42 @@ impl Session {
         }
     }
 
-    fn new_store(
+    /// A session on a store made ready beforehand (`ready` was made for the plugins the
+    /// caller decides with). The CPU-clock base is taken here, on the deciding thread.
+    pub fn with_ready(engine: Engine, r: &Request, ready: Ready) -> Self {
+        let Ready {
+            mut store,
+            instances,
+            ..
+        } = ready;
+        let ctx = store.data_mut();
+        ctx.request_id.clone_from(&r.request_id);
+        ctx.now_ms = r.now_unix_ms;
+        let now = Instant::now();
+        ctx.clock = CallClock {
+            cpu_base: thread_cpu(),
+            store_started: now,
+            call_started: now,
+            deadline: Duration::ZERO,
+        };
+        Self {
+            engine,
+            request: bindings::request(r),
+            request_id: r.request_id.clone(),
+            now_ms: r.now_unix_ms,
+            store: Some(store),
+            instances,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// The store, once the request is done with it (to be dropped elsewhere).
+    pub fn take_store(&mut self) -> Option<Store<Ctx>> {
+        self.instances.clear();
+        self.store.take()
+    }
+
+    pub(super) fn new_store(
         engine: &Engine,
         request_id: &str,
         now_ms: u64,
@@ -106,7 +155,7 @@ impl Session {
         limits: Limits,
         hook: Hook,
     ) -> Result<Decision, Fault> {
-        let key = (prepared.id(), Arc::as_ptr(&meta.config) as usize);
+        let key = instance_key(prepared, meta);
         let cached = self
             .instances
             .iter()
@@ -122,19 +171,7 @@ impl Session {
                 meta,
             )),
         };
-        let ctx = store.data_mut();
-        ctx.plugin = meta.clone();
-        ctx.logs = 0;
-        // The cap applies to each memory as it grows, so setting it per call caps this
-        // plugin's memories while it runs; instances are counted over the whole store.
-        ctx.limits = StoreLimitsBuilder::new()
-            .memory_size(limits.memory_bytes)
-            .instances(MAX_INSTANCES)
-            .trap_on_grow_failure(true)
-            .build();
-        ctx.clock.call_started = Instant::now();
-        ctx.clock.deadline = limits.deadline;
-        store.set_epoch_deadline((limits.deadline.as_millis() as u64).max(1) + 1);
+        prepare_call(store, meta, limits);
         let outcome = match cached {
             Some(i) => Ok(i),
             None if full => Err(wasmtime::Error::msg(
@@ -164,15 +201,33 @@ impl Session {
     }
 }
 
+/// Sets the store up for one call (or instantiation) of the plugin `meta`: its name for the
+/// host functions, its memory cap, its deadline.
+pub(super) fn prepare_call(store: &mut Store<Ctx>, meta: &Arc<PluginMeta>, limits: Limits) {
+    let ctx = store.data_mut();
+    ctx.plugin = meta.clone();
+    ctx.logs = 0;
+    // The cap applies to each memory as it grows, so setting it per call caps this
+    // plugin's memories while it runs; instances are counted over the whole store.
+    ctx.limits = StoreLimitsBuilder::new()
+        .memory_size(limits.memory_bytes)
+        .instances(MAX_INSTANCES)
+        .trap_on_grow_failure(true)
+        .build();
+    ctx.clock.call_started = Instant::now();
+    ctx.clock.deadline = limits.deadline;
+    store.set_epoch_deadline((limits.deadline.as_millis() as u64).max(1) + 1);
+}
+
 /// The test suite's hand-written components (`tests/common/hostile.rs`).
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]
 #[path = "../../../tests/common/hostile.rs"]
-mod hostile;
+pub(super) mod hostile;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]
-mod tests {
+pub(super) mod tests {
     use super::hostile;
     use super::*;
     use crate::config::AccessLevel;
@@ -181,7 +236,7 @@ mod tests {
 
     /// Allows on its first call in an instance, and denies on any later call (it remembers
     /// having been called in a byte of its memory).
-    fn stateful() -> Vec<u8> {
+    pub(in crate::policy) fn stateful() -> Vec<u8> {
         let reason = b"state from an earlier call";
         let mut d = vec![0u8; 40]; // allow (24 bytes), then deny at +24, reason at +40
         d[24] = 1;
@@ -198,7 +253,7 @@ mod tests {
         )
     }
 
-    fn request() -> Request {
+    pub(in crate::policy) fn request() -> Request {
         let user = Principal {
             name: "alice".into(),
             groups: vec!["ops".into()],
