@@ -7,10 +7,10 @@
 //! (built-in CIDR / RFC 1918 check) — four component calls. Before timing, the three
 //! implementations are checked to agree on allow and deny variants of the request.
 //!
-//! Each is timed twice: back to back (a request starts when the last ended: the gateway's
-//! warm-up thread, which makes stores ready and drops used ones, cannot keep up, so this shows
-//! the whole cost of a request) and paced (a request every 100 µs, open loop: a busy gateway
-//! below saturation, where requests find stores ready). CPU per request is printed too.
+//! Each is timed twice: back to back (a request starts when the last ended) and paced (a
+//! request every 100 µs, open loop: a gateway below saturation, whose caches other work
+//! disturbs between requests). CPU per request is printed too: the deciding thread's and the
+//! whole process's (which would show work moved to other threads).
 //!
 //! Then hot reload: how long from writing a plugin file into the drop-in directory until the
 //! first decision served by it (issue 4: within 100 ms).
@@ -344,8 +344,6 @@ pub fn run(iterations: usize) -> anyhow::Result<()> {
             us(h, 0.999)
         )
     };
-    // Back to back: the warm-up thread cannot keep up, so most requests instantiate and drop
-    // their store themselves; CPU per request is the full cost, wherever it is spent.
     let before = cpu_ns();
     let wasm = measure(iterations, None, || wasm_decide(&policy, &r))?;
     let after = cpu_ns();

@@ -5,8 +5,7 @@
 //! (`InstancePre`); each request gets a fresh `Store` (`session`) in which each plugin is
 //! instantiated once, with a memory cap (`StoreLimits`) and an epoch deadline per call, so no
 //! state survives from one request to the next and a runaway plugin is stopped. Pooled slots
-//! stay resident and are restored in place, so a fresh instance costs no page faults, and a
-//! background thread makes stores ready and drops used ones (`warm`), off the request's path.
+//! stay resident and are restored in place, so a fresh instance costs no page faults.
 //! Every fault — trap, guest panic, deadline, memory cap, bad return — becomes a [`Fault`],
 //! which the caller turns into a deny naming the plugin.
 //!

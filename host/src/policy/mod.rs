@@ -16,7 +16,6 @@ mod loader;
 /// components are tested against. `Policy` never consults it.
 pub mod native;
 mod session;
-mod warm;
 /// One component loaded outside the server (`sallyport plugin test` / `inspect`).
 pub mod standalone;
 
@@ -201,8 +200,6 @@ pub struct Shared {
     rule: CombineRule,
     metrics: Arc<Metrics>,
     audit: OnceLock<tokio::sync::mpsc::UnboundedSender<Vec<AuditEvent>>>,
-    /// Stores made ready for the next requests.
-    warm: Arc<warm::WarmPool>,
 }
 
 impl Shared {
@@ -212,7 +209,6 @@ impl Shared {
 
     fn replace(&self, next: Vec<Arc<Plugin>>) {
         *self.plugins.write() = Arc::new(next);
-        self.warm.changed();
     }
 }
 
@@ -252,21 +248,14 @@ impl Policy {
         for p in &plugins {
             tracing::info!(plugin = %p.name, hook = ?p.hook, hash = %p.hash, "policy plugin loaded");
         }
-        let warm = warm::WarmPool::new(engine.engine().clone());
         let shared = Arc::new(Shared {
             engine,
             plugins: RwLock::new(Arc::new(plugins)),
             rule: config.server.policy_combine,
             metrics,
             audit: OnceLock::new(),
-            warm,
         });
         let weak = Arc::downgrade(&shared);
-        let current = weak.clone();
-        shared
-            .warm
-            .start(move || current.upgrade().map(|s| s.plugins()))
-            .map_err(|e| PolicyError::Config(format!("cannot start the policy warm-up thread: {e}")))?;
         std::thread::Builder::new()
             .name("sallyport-plugin-watch".into())
             .spawn(move || loader.watch(weak))
@@ -288,16 +277,10 @@ impl Policy {
     /// The decisions of one request: every hook asked through the result runs against the
     /// same plugin versions, in one store that is dropped with it.
     pub fn decisions<'p>(&'p self, r: &'p Request) -> Decisions<'p> {
-        let plugins = self.shared.plugins();
-        let engine = self.shared.engine.engine().clone();
-        let session = match self.shared.warm.take(&plugins) {
-            Some(ready) => session::Session::with_ready(engine, r, ready),
-            None => session::Session::new(engine, r),
-        };
         Decisions {
             shared: &self.shared,
-            plugins,
-            session,
+            plugins: self.shared.plugins(),
+            session: session::Session::new(self.shared.engine.engine().clone(), r),
             request: r,
             audit: Vec::new(),
         }
@@ -476,9 +459,6 @@ impl Decisions<'_> {
 
 impl Drop for Decisions<'_> {
     fn drop(&mut self) {
-        if let Some(store) = self.session.take_store() {
-            self.shared.warm.give_back(store);
-        }
         if !self.audit.is_empty()
             && let Some(tx) = self.shared.audit.get()
         {

@@ -12,11 +12,7 @@
 //! starts from a fresh store, so a trapped or interrupted instance never runs again.
 //!
 //! A session is not `Send`: its deadline check reads this thread's CPU clock against a base
-//! taken when the session took its store.
-//!
-//! The store may come ready-made ([`super::warm`]): created, with every plugin instantiated and
-//! never called, by a background thread. Either way one store serves one request only; when
-//! the request is done, [`Session::take_store`] hands it back to be dropped off this thread.
+//! taken when the store was created.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -27,7 +23,6 @@ use wasmtime::{Engine, Store, StoreLimitsBuilder};
 
 use super::bindings::{self, wit};
 use super::engine::{CallClock, Ctx, Fault, Limits, PluginMeta, Prepared, classify, thread_cpu};
-use super::warm::Ready;
 use super::{Decision, Request};
 use crate::config::Hook;
 
@@ -75,41 +70,6 @@ impl Session {
             instances: Vec::new(),
             _not_send: PhantomData,
         }
-    }
-
-    /// A session on a store made ready beforehand (`ready` was made for the plugins the
-    /// caller decides with). The CPU-clock base is taken here, on the deciding thread.
-    pub fn with_ready(engine: Engine, r: &Request, ready: Ready) -> Self {
-        let Ready {
-            mut store,
-            instances,
-            ..
-        } = ready;
-        let ctx = store.data_mut();
-        ctx.request_id.clone_from(&r.request_id);
-        ctx.now_ms = r.now_unix_ms;
-        let now = Instant::now();
-        ctx.clock = CallClock {
-            cpu_base: thread_cpu(),
-            store_started: now,
-            call_started: now,
-            deadline: Duration::ZERO,
-        };
-        Self {
-            engine,
-            request: bindings::request(r),
-            request_id: r.request_id.clone(),
-            now_ms: r.now_unix_ms,
-            store: Some(store),
-            instances,
-            _not_send: PhantomData,
-        }
-    }
-
-    /// The store, once the request is done with it (to be dropped elsewhere).
-    pub fn take_store(&mut self) -> Option<Store<Ctx>> {
-        self.instances.clear();
-        self.store.take()
     }
 
     pub(super) fn new_store(
