@@ -97,7 +97,11 @@ mod tests {
         let g = c.generation();
         c.remember(g, [1; 32], "alice", 1_000);
         assert_eq!(c.lookup(&[1; 32], 999).as_deref(), Some("alice"));
-        assert_eq!(c.lookup(&[1; 32], 1_000), None, "expired at its own expires_at");
+        assert_eq!(
+            c.lookup(&[1; 32], 1_000),
+            None,
+            "expired at its own expires_at"
+        );
         assert_eq!(c.lookup(&[2; 32], 0), None);
     }
 

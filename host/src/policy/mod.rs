@@ -30,8 +30,8 @@ pub use loader::Plugin;
 
 use crate::config::{CombineRule, Config, Hook};
 use crate::metrics::{DecisionLabel, Metrics, PluginLabel};
-use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
 use crate::store::AuditEvent;
+use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
 
 use crate::config::AccessLevel;
 

@@ -16,15 +16,14 @@ use std::sync::mpsc;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::schema;
 use super::{
     AuditEvent, Expired, OpenSession, SessionState, Store, StoreError, Ticket, TokenHash,
-    TransientAccess, TransientKind, UnixMs,
+    TransientAccess, UnixMs,
 };
-use crate::config::AccessLevel;
 
 const DB_FILE: &str = "sallyport.db";
 const READERS: usize = 4;
@@ -237,125 +236,6 @@ fn checkpoint_once(conn: &Connection, restart_above: i64) -> Result<(), rusqlite
         conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
     }
     Ok(())
-}
-
-fn insert_audit(conn: &Connection, e: &AuditEvent) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO audit (at, event, actor, subject, device, object, outcome, reason, source)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        e.at, e.event, e.actor, e.subject, e.device, e.object, e.outcome, e.reason, e.source
-    ])?;
-    Ok(())
-}
-
-fn access_str(a: AccessLevel) -> &'static str {
-    match a {
-        AccessLevel::Full => "full",
-        AccessLevel::ReadOnly => "read-only",
-    }
-}
-
-fn hash_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<TokenHash> {
-    let v: Vec<u8> = row.get(idx)?;
-    v.try_into().map_err(|_| {
-        rusqlite::Error::InvalidColumnType(idx, "hash".into(), rusqlite::types::Type::Blob)
-    })
-}
-
-const SESSION_COLS: &str = "id, token_hash, username, device, requested_by, access, state, created_at, expires_at, initiated_at, ended_at, source";
-
-fn session_row(row: &Row<'_>) -> rusqlite::Result<Result<OpenSession, StoreError>> {
-    let access: String = row.get(5)?;
-    let state: String = row.get(6)?;
-    let access = match access.as_str() {
-        "full" => AccessLevel::Full,
-        "read-only" => AccessLevel::ReadOnly,
-        other => return Ok(Err(StoreError::Corrupt(format!("access {other:?}")))),
-    };
-    let state = match SessionState::parse(&state) {
-        Ok(s) => s,
-        Err(e) => return Ok(Err(e)),
-    };
-    Ok(Ok(OpenSession {
-        id: row.get(0)?,
-        token_hash: hash_col(row, 1)?,
-        user: row.get(2)?,
-        device: row.get(3)?,
-        requested_by: row.get(4)?,
-        access,
-        state,
-        created_at: row.get(7)?,
-        expires_at: row.get(8)?,
-        initiated_at: row.get(9)?,
-        ended_at: row.get(10)?,
-        source: row.get(11)?,
-    }))
-}
-
-const TRANSIENT_COLS: &str = "id, site_id, device, created_by, username, password_hash, password_sealed, port, kind, \
-     full_access, allow_rfc1918, allow_only_cidr, created_at, expires_at, expired, revoked_early, ended_at";
-
-fn transient_row(row: &Row<'_>) -> rusqlite::Result<Result<TransientAccess, StoreError>> {
-    let id: String = row.get(0)?;
-    let site: String = row.get(1)?;
-    let kind: String = row.get(8)?;
-    let (id, site_id, kind) = match (id.parse(), site.parse(), TransientKind::parse(&kind)) {
-        (Ok(i), Ok(s), Ok(k)) => (i, s, k),
-        _ => return Ok(Err(StoreError::Corrupt(format!("transient access {id}")))),
-    };
-    Ok(Ok(TransientAccess {
-        id,
-        site_id,
-        device: row.get(2)?,
-        created_by: row.get(3)?,
-        username: row.get(4)?,
-        password_hash: hash_col(row, 5)?,
-        password_sealed: row.get(6)?,
-        port: row.get(7)?,
-        kind,
-        full_access: row.get(9)?,
-        allow_rfc1918: row.get(10)?,
-        allow_only_cidr: row.get(11)?,
-        created_at: row.get(12)?,
-        expires_at: row.get(13)?,
-        expired: row.get(14)?,
-        revoked_early: row.get(15)?,
-        ended_at: row.get(16)?,
-    }))
-}
-
-/// Collects rows mapped by a `*_row` function, surfacing both SQL and decoding errors.
-fn collect<T>(
-    rows: impl Iterator<Item = rusqlite::Result<Result<T, StoreError>>>,
-) -> Result<Vec<T>, StoreError> {
-    rows.map(|r| r.map_err(StoreError::from).and_then(|x| x))
-        .collect()
-}
-
-fn sessions_where(
-    conn: &Connection,
-    filter: &str,
-    args: impl rusqlite::Params,
-) -> Result<Vec<OpenSession>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {SESSION_COLS} FROM open_sessions {filter}"
-    ))?;
-    let rows = stmt.query_map(args, session_row)?;
-    collect(rows)
-}
-
-fn transients_where(
-    conn: &Connection,
-    filter: &str,
-    args: impl rusqlite::Params,
-) -> Result<Vec<TransientAccess>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {TRANSIENT_COLS} FROM transient_accesses {filter}"
-    ))?;
-    let rows = stmt.query_map(args, transient_row)?;
-    collect(rows)
 }
 
 #[async_trait]
@@ -726,6 +606,13 @@ impl Store for SqliteStore {
         })
     }
 }
+
+#[path = "sqlite_rows.rs"]
+mod rows;
+use rows::{
+    SESSION_COLS, TRANSIENT_COLS, access_str, collect, hash_col, insert_audit, sessions_where,
+    transients_where,
+};
 
 #[path = "sqlite_removals.rs"]
 mod removals;

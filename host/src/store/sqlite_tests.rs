@@ -2,7 +2,9 @@
 //! sweeps and persistence across reopen.
 
 use super::*;
+use crate::config::AccessLevel;
 use crate::store::Store;
+use crate::store::TransientKind;
 
 fn open() -> (tempfile::TempDir, cap_std::fs::Dir, SqliteStore) {
     let tmp = tempfile::tempdir().unwrap();

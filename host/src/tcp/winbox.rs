@@ -108,8 +108,13 @@ impl Winbox {
         let _ = device.set_nodelay(true);
         let started = Instant::now();
         // The start and end rows join a batch: connecting never waits on a commit.
-        self.issuer
-            .audit_later(self.event(&access, peer, "winbox.connected", "allow", String::new()));
+        self.issuer.audit_later(self.event(
+            &access,
+            peer,
+            "winbox.connected",
+            "allow",
+            String::new(),
+        ));
         let counters = Counters::default();
         let (how, outcome) = tokio::select! {
             _ = until_ended(&mut ended) => ("cut: the access ended".to_string(), "cut"),
