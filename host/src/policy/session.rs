@@ -37,17 +37,8 @@ pub struct Session {
     now_ms: u64,
     store: Option<Store<Ctx>>,
     /// `(Prepared::id, config identity, instance)`: at most a handful, so a vector.
-    instances: Vec<InstanceKey>,
+    instances: Vec<(usize, usize, Instance)>,
     _not_send: PhantomData<*const ()>,
-}
-
-/// An instance of a store and what it was instantiated from: the [`Prepared::id`] and the
-/// identity of its configuration (the entries of one multi-hook component share both).
-pub(super) type InstanceKey = (usize, usize, Instance);
-
-/// What identifies the instance a plugin entry needs.
-pub(super) fn instance_key(prepared: &Prepared, meta: &PluginMeta) -> (usize, usize) {
-    (prepared.id(), Arc::as_ptr(&meta.config) as usize)
 }
 
 impl std::fmt::Debug for Session {
@@ -72,7 +63,7 @@ impl Session {
         }
     }
 
-    pub(super) fn new_store(
+    fn new_store(
         engine: &Engine,
         request_id: &str,
         now_ms: u64,
@@ -115,7 +106,7 @@ impl Session {
         limits: Limits,
         hook: Hook,
     ) -> Result<Decision, Fault> {
-        let key = instance_key(prepared, meta);
+        let key = (prepared.id(), Arc::as_ptr(&meta.config) as usize);
         let cached = self
             .instances
             .iter()
@@ -131,7 +122,19 @@ impl Session {
                 meta,
             )),
         };
-        prepare_call(store, meta, limits);
+        let ctx = store.data_mut();
+        ctx.plugin = meta.clone();
+        ctx.logs = 0;
+        // The cap applies to each memory as it grows, so setting it per call caps this
+        // plugin's memories while it runs; instances are counted over the whole store.
+        ctx.limits = StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes)
+            .instances(MAX_INSTANCES)
+            .trap_on_grow_failure(true)
+            .build();
+        ctx.clock.call_started = Instant::now();
+        ctx.clock.deadline = limits.deadline;
+        store.set_epoch_deadline((limits.deadline.as_millis() as u64).max(1) + 1);
         let outcome = match cached {
             Some(i) => Ok(i),
             None if full => Err(wasmtime::Error::msg(
@@ -161,33 +164,15 @@ impl Session {
     }
 }
 
-/// Sets the store up for one call (or instantiation) of the plugin `meta`: its name for the
-/// host functions, its memory cap, its deadline.
-pub(super) fn prepare_call(store: &mut Store<Ctx>, meta: &Arc<PluginMeta>, limits: Limits) {
-    let ctx = store.data_mut();
-    ctx.plugin = meta.clone();
-    ctx.logs = 0;
-    // The cap applies to each memory as it grows, so setting it per call caps this
-    // plugin's memories while it runs; instances are counted over the whole store.
-    ctx.limits = StoreLimitsBuilder::new()
-        .memory_size(limits.memory_bytes)
-        .instances(MAX_INSTANCES)
-        .trap_on_grow_failure(true)
-        .build();
-    ctx.clock.call_started = Instant::now();
-    ctx.clock.deadline = limits.deadline;
-    store.set_epoch_deadline((limits.deadline.as_millis() as u64).max(1) + 1);
-}
-
 /// The test suite's hand-written components (`tests/common/hostile.rs`).
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]
 #[path = "../../../tests/common/hostile.rs"]
-pub(super) mod hostile;
+mod hostile;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]
-pub(super) mod tests {
+mod tests {
     use super::hostile;
     use super::*;
     use crate::config::AccessLevel;
@@ -196,7 +181,7 @@ pub(super) mod tests {
 
     /// Allows on its first call in an instance, and denies on any later call (it remembers
     /// having been called in a byte of its memory).
-    pub(in crate::policy) fn stateful() -> Vec<u8> {
+    fn stateful() -> Vec<u8> {
         let reason = b"state from an earlier call";
         let mut d = vec![0u8; 40]; // allow (24 bytes), then deny at +24, reason at +40
         d[24] = 1;
@@ -213,7 +198,7 @@ pub(super) mod tests {
         )
     }
 
-    pub(in crate::policy) fn request() -> Request {
+    fn request() -> Request {
         let user = Principal {
             name: "alice".into(),
             groups: vec!["ops".into()],
