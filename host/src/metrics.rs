@@ -151,20 +151,6 @@ impl Metrics {
             .inc();
     }
 
-    pub fn decision(&self, hook: &str, plugin: &str, outcome: &str, took: std::time::Duration) {
-        let (hook, plugin) = (hook.to_string(), plugin.to_string());
-        self.decisions
-            .get_or_create(&DecisionLabel {
-                hook: hook.clone(),
-                plugin: plugin.clone(),
-                outcome: outcome.into(),
-            })
-            .inc();
-        self.decision_seconds
-            .get_or_create(&PluginLabel { hook, plugin })
-            .observe(took.as_secs_f64());
-    }
-
     pub fn plugin_fault(&self, plugin: &str, fault: &str) {
         self.plugin_faults
             .get_or_create(&FaultLabel {
