@@ -193,19 +193,16 @@ impl Issuer {
     /// directly) the row is written by a task of its own.
     pub fn audit_later(&self, e: AuditEvent) {
         audit::trace(&e);
-        let e = match self.audit_sink.get() {
+        let rows = match self.audit_sink.get() {
             Some(tx) => match tx.send(vec![e]) {
                 Ok(()) => return,
-                Err(tokio::sync::mpsc::error::SendError(mut rows)) => match rows.pop() {
-                    Some(e) => e,
-                    None => return,
-                },
+                Err(tokio::sync::mpsc::error::SendError(rows)) => rows,
             },
-            None => e,
+            None => vec![e],
         };
         let store = self.store.clone();
         tokio::spawn(async move {
-            if let Err(err) = store.audit(e).await {
+            if let Err(err) = store.audit_many(rows).await {
                 tracing::error!(error = %err, "cannot write an audit row");
             }
         });
