@@ -610,7 +610,7 @@ impl Store for SqliteStore {
 #[path = "sqlite_rows.rs"]
 mod rows;
 use rows::{
-    SESSION_COLS, TRANSIENT_COLS, access_str, collect, hash_col, insert_audit, sessions_where,
+    SESSION_COLS, TRANSIENT_COLS, access_str, hash_col, insert_audit, select_where, sessions_where,
     transients_where,
 };
 

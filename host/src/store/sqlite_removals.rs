@@ -37,11 +37,13 @@ fn removals_where(
     filter: &str,
     args: impl rusqlite::Params,
 ) -> Result<Vec<DeviceUserRemoval>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLS} FROM device_user_removals r {filter}"
-    ))?;
-    let rows = stmt.query_map(args, removal_row)?;
-    super::collect(rows)
+    super::select_where(
+        conn,
+        (COLS, "device_user_removals r"),
+        filter,
+        args,
+        removal_row,
+    )
 }
 
 #[async_trait]

@@ -106,16 +106,31 @@ pub(super) fn collect<T>(
         .collect()
 }
 
+/// `SELECT {cols} FROM {from} {filter}`, each row mapped by `row` (a `*_row` function).
+pub(super) fn select_where<T>(
+    conn: &Connection,
+    (cols, from): (&str, &str),
+    filter: &str,
+    args: impl rusqlite::Params,
+    row: fn(&Row<'_>) -> rusqlite::Result<Result<T, StoreError>>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {cols} FROM {from} {filter}"))?;
+    let rows = stmt.query_map(args, row)?;
+    collect(rows)
+}
+
 pub(super) fn sessions_where(
     conn: &Connection,
     filter: &str,
     args: impl rusqlite::Params,
 ) -> Result<Vec<OpenSession>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {SESSION_COLS} FROM open_sessions {filter}"
-    ))?;
-    let rows = stmt.query_map(args, session_row)?;
-    collect(rows)
+    select_where(
+        conn,
+        (SESSION_COLS, "open_sessions"),
+        filter,
+        args,
+        session_row,
+    )
 }
 
 pub(super) fn transients_where(
@@ -123,9 +138,11 @@ pub(super) fn transients_where(
     filter: &str,
     args: impl rusqlite::Params,
 ) -> Result<Vec<TransientAccess>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {TRANSIENT_COLS} FROM transient_accesses {filter}"
-    ))?;
-    let rows = stmt.query_map(args, transient_row)?;
-    collect(rows)
+    select_where(
+        conn,
+        (TRANSIENT_COLS, "transient_accesses"),
+        filter,
+        args,
+        transient_row,
+    )
 }
