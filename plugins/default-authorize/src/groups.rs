@@ -115,9 +115,28 @@ impl<'a> Scanner<'a> {
     }
 
     /// `[ item, … ]`, calling `item` for each element.
-    fn array(&mut self, mut item: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
-        self.eat(b'[')?;
-        if self.peek() == Some(b']') {
+    fn array(&mut self, item: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
+        self.sequence(b'[', b']', item)
+    }
+
+    /// `{ "key": value, … }`, calling `field` with each key (the scanner then at its value).
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &str) -> Result<()>) -> Result<()> {
+        self.sequence(b'{', b'}', |s| {
+            let key = s.string()?;
+            s.eat(b':')?;
+            field(s, &key)
+        })
+    }
+
+    /// `open item, … close` (possibly empty), calling `item` for each element.
+    fn sequence(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Result<()>,
+    ) -> Result<()> {
+        self.eat(open)?;
+        if self.peek() == Some(close) {
             self.i += 1;
             return Ok(());
         }
@@ -125,29 +144,7 @@ impl<'a> Scanner<'a> {
             item(self)?;
             match self.peek() {
                 Some(b',') => self.i += 1,
-                Some(b']') => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                _ => return Err(Malformed),
-            }
-        }
-    }
-
-    /// `{ "key": value, … }`, calling `field` with each key (the scanner then at its value).
-    fn object(&mut self, mut field: impl FnMut(&mut Self, &str) -> Result<()>) -> Result<()> {
-        self.eat(b'{')?;
-        if self.peek() == Some(b'}') {
-            self.i += 1;
-            return Ok(());
-        }
-        loop {
-            let key = self.string()?;
-            self.eat(b':')?;
-            field(self, &key)?;
-            match self.peek() {
-                Some(b',') => self.i += 1,
-                Some(b'}') => {
+                Some(c) if c == close => {
                     self.i += 1;
                     return Ok(());
                 }
