@@ -9,6 +9,7 @@ pub mod audit;
 pub mod config;
 pub mod directory;
 pub mod issuer;
+pub mod lanes;
 pub mod metrics;
 pub mod policy;
 pub mod provision;

@@ -50,6 +50,8 @@ pub enum StartError {
     Provision(#[from] crate::provision::ProvisionError),
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
+    #[error("cannot start the connection threads: {0}")]
+    Lanes(std::io::Error),
 }
 
 /// A gateway ready to serve.
@@ -63,6 +65,8 @@ pub struct Gateway {
     pub data: Arc<Dir>,
     /// The SSH forwarder; serve it with [`crate::ssh::serve`].
     pub ssh: Arc<crate::ssh::SshService>,
+    /// The threads forwarded connections run on (see [`crate::lanes`]).
+    pub lanes: Arc<crate::lanes::Lanes>,
     store: Arc<SqliteStore>,
 }
 
@@ -119,10 +123,12 @@ impl Gateway {
             .with_provisioner(provisioner.clone()),
         );
         let data = Arc::new(data);
+        let lanes = Arc::new(crate::lanes::Lanes::per_cpu().map_err(StartError::Lanes)?);
         let ssh = Arc::new(crate::ssh::SshService::new(
             issuer.clone(),
             data.clone(),
             &config.server,
+            lanes.clone(),
         )?);
         Ok((
             Self {
@@ -133,6 +139,7 @@ impl Gateway {
                 tls,
                 data,
                 ssh,
+                lanes,
                 store,
             },
             generated,
@@ -188,6 +195,7 @@ pub async fn run(
     ));
     let winbox = tokio::spawn(crate::tcp::serve_winbox(
         gateway.issuer.clone(),
+        gateway.lanes.clone(),
         gateway.config.server.transient_listen_ip,
         stopped(stop_tx.subscribe()),
     ));

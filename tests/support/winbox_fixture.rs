@@ -252,6 +252,13 @@ pub async fn wait_listening(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match TcpStream::connect(("127.0.0.1", port)).await {
+            // Nothing listening, and the kernel gave this connection `port` as its own source
+            // port (the transient range lies in the ephemeral one): TCP's simultaneous open
+            // connects the socket to itself. That is not the listener.
+            Ok(s) if s.local_addr().ok() == s.peer_addr().ok() => {
+                drop(s);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             Ok(_) => return,
             Err(e) if Instant::now() > deadline => panic!(
                 "port {port} never opened: {e}; listeners: {}",

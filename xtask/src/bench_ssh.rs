@@ -191,7 +191,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-pub fn run(mib: u64, runs: u64, logins: u64) -> anyhow::Result<()> {
+pub fn run(mib: u64, runs: u64, logins: u64, ciphers: Option<&str>) -> anyhow::Result<()> {
     let bin = proc::build_release()?;
     let tmp = tempfile::tempdir()?;
     let user = check(Command::new("id").arg("-un"))?.trim().to_string();
@@ -241,7 +241,14 @@ credentials.full = {{ user = "{user}", key_file = "keys/bench" }}
     let askpass = tmp.path().join("askpass.sh");
     std::fs::write(&askpass, "#!/bin/sh\nprintf '%s\\n' \"$SP_OTK\"\n")?;
     check(Command::new("chmod").arg("700").arg(&askpass))?;
-    let common = "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  BatchMode no\n";
+    let mut common =
+        "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  BatchMode no\n"
+            .to_string();
+    // The same client cipher list on every route (and both hops of `ssh -J`), so the ratios
+    // compare the routes and not the ciphers the client picked on each.
+    if let Some(c) = ciphers {
+        common.push_str(&format!("  Ciphers {c}\n"));
+    }
     let config = tmp.path().join("ssh_config");
     std::fs::write(
         &config,
@@ -277,7 +284,11 @@ credentials.full = {{ user = "{user}", key_file = "keys/bench" }}
     ];
 
     let bytes = mib * 1024 * 1024;
-    println!("bulk: {mib} MiB each way, best of {runs}; login-to-first-byte: median of {logins}");
+    println!(
+        "bulk: {mib} MiB each way, best of {runs}; login-to-first-byte: median of {logins}; \
+         client ciphers: {}",
+        ciphers.unwrap_or("OpenSSH defaults")
+    );
     let mut results = Vec::new();
     for route in &routes {
         // One warm-up login, so no route pays for first-time page-ins alone.

@@ -6,8 +6,9 @@
 //! `cargo xtask bench policy [--iterations N]` measures the decisions of one whole request:
 //! WebAssembly components, cedar-policy and native Rust, in one process.
 //!
-//! `cargo xtask bench ssh [--mib N] [--runs N] [--logins N]` measures the SSH forwarder against
-//! direct sshd and `ssh -J`: bulk throughput and login-to-first-byte latency.
+//! `cargo xtask bench ssh [--mib N] [--runs N] [--logins N] [--ciphers LIST]` measures the SSH
+//! forwarder against direct sshd and `ssh -J`: bulk throughput and login-to-first-byte latency
+//! (`--ciphers` sets the OpenSSH client's `Ciphers` on every route).
 //!
 //! `cargo xtask bench tcp [--seconds N] [--connects N] [--idle N]` measures the Winbox (raw TCP)
 //! forwarder against direct and `socat`: iperf3 throughput, connect latency, idle memory.
@@ -33,6 +34,16 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("{name} needs a number")),
         }
     };
+    let text = |name: &str| -> anyhow::Result<Option<&str>> {
+        match args.iter().position(|a| a == name) {
+            None => Ok(None),
+            Some(i) => Ok(Some(
+                args.get(i + 1)
+                    .context(format!("{name} needs a value"))?
+                    .as_str(),
+            )),
+        }
+    };
     match args
         .iter()
         .map(String::as_str)
@@ -46,6 +57,7 @@ fn main() -> anyhow::Result<()> {
             flag("--mib", 1024)?,
             flag("--runs", 2)?,
             flag("--logins", 15)?,
+            text("--ciphers")?,
         ),
         ["bench", "policy", ..] => bench_policy::run(flag("--iterations", 20_000)? as usize),
         ["bench", "tcp", ..] => bench_tcp::run(

@@ -59,14 +59,13 @@ pub async fn accept_loop(
         };
         let conn = Arc::new(Conn::new(peer, guard));
         let token = service.live.task_token();
-        tokio::spawn(run_conn(
-            service.clone(),
-            stream,
-            conn,
-            entry,
-            stop.clone(),
-            token,
-        ));
+        let (svc, stop) = (service.clone(), stop.clone());
+        let moved = service.lanes.spawn_connection(stream, move |stream| {
+            run_conn(svc, stream, conn, entry, stop, token)
+        });
+        if let Err(e) = moved {
+            tracing::warn!(peer = %peer, error = %e, "cannot hand an SSH connection to a lane");
+        }
     }
 }
 

@@ -33,6 +33,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::config::ServerConfig;
 use crate::issuer::{Issuer, Lifecycle};
+use crate::lanes::Lanes;
 
 pub(crate) use client::{DeviceError, DeviceLink};
 pub use hostkey::HOST_KEY_FILE;
@@ -69,6 +70,8 @@ pub struct SshService {
     limits: limits::Limits,
     live: live::Live,
     settings: Settings,
+    /// Where accepted connections run (every task of one connection on one thread).
+    lanes: Arc<Lanes>,
 }
 
 impl std::fmt::Debug for SshService {
@@ -81,7 +84,12 @@ impl std::fmt::Debug for SshService {
 
 impl SshService {
     /// Loads (or generates, on first start) the gateway's host key from the data directory.
-    pub fn new(issuer: Arc<Issuer>, data: Arc<Dir>, cfg: &ServerConfig) -> Result<Self, SshError> {
+    pub fn new(
+        issuer: Arc<Issuer>,
+        data: Arc<Dir>,
+        cfg: &ServerConfig,
+        lanes: Arc<Lanes>,
+    ) -> Result<Self, SshError> {
         let key = hostkey::load_or_generate(&data)?;
         let server_config = server::config(key);
         let client_config = client::config();
@@ -100,6 +108,7 @@ impl SshService {
                 bind_ip: cfg.ssh_listen.ip(),
                 login_grace: Duration::from_secs(cfg.ssh_login_grace_secs),
             },
+            lanes,
         })
     }
 

@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::audit::{self, now_ms};
 use crate::issuer::{Issuer, Lifecycle};
+use crate::lanes::Lanes;
 use crate::store::{AuditEvent, TransientAccess, TransientKind};
 
 /// How often listeners that could not bind are tried again.
@@ -55,6 +56,8 @@ pub struct Listeners<H> {
     issuer: Arc<Issuer>,
     handler: Arc<H>,
     bind_ip: IpAddr,
+    /// Each listener, and every connection it accepts, runs on one lane.
+    lanes: Arc<Lanes>,
     open: Mutex<HashMap<uuid::Uuid, Open>>,
     /// Serialises `sync` so two concurrent runs do not both bind one port.
     syncing: tokio::sync::Mutex<()>,
@@ -73,11 +76,12 @@ impl<H> std::fmt::Debug for Listeners<H> {
 }
 
 impl<H: AccessHandler> Listeners<H> {
-    pub fn new(issuer: Arc<Issuer>, handler: Arc<H>, bind_ip: IpAddr) -> Self {
+    pub fn new(issuer: Arc<Issuer>, handler: Arc<H>, bind_ip: IpAddr, lanes: Arc<Lanes>) -> Self {
         Self {
             issuer,
             handler,
             bind_ip,
+            lanes,
             open: Mutex::new(HashMap::new()),
             syncing: tokio::sync::Mutex::new(()),
             failed: Mutex::new(HashSet::new()),
@@ -123,16 +127,27 @@ impl<H: AccessHandler> Listeners<H> {
 
     async fn open_one(&self, access: TransientAccess) {
         let addr = SocketAddr::new(self.bind_ip, access.port);
-        match TcpListener::bind(addr).await {
+        // Bound here and registered on the lane that serves it (a tokio socket belongs to the
+        // runtime that registered it). std sets SO_REUSEADDR as tokio does, so a port is
+        // free again as soon as the listener that had it closes.
+        let bound = std::net::TcpListener::bind(addr).and_then(|l| {
+            l.set_nonblocking(true)?;
+            Ok(l)
+        });
+        match bound {
             Ok(listener) => {
                 tracing::info!(access = %access.id, kind = H::KIND.as_str(), %addr, "transient listener open");
                 self.failed.lock().remove(&access.id);
                 let (ended, ended_rx) = watch::channel(false);
-                let serve =
-                    self.handler
-                        .clone()
-                        .serve(listener, Arc::new(access.clone()), ended_rx);
-                let task = tokio::spawn(serve);
+                let (handler, access_arc) = (self.handler.clone(), Arc::new(access.clone()));
+                let task = self.lanes.spawn(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => handler.serve(listener, access_arc, ended_rx).await,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot register a transient listener")
+                        }
+                    }
+                });
                 self.open.lock().insert(access.id, Open { task, ended });
             }
             Err(e) => {

@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::issuer::Issuer;
+use crate::lanes::Lanes;
 
 pub use splice::BUFFER_SIZE;
 pub use winbox::Winbox;
@@ -35,12 +36,13 @@ pub enum TcpError {
 /// resolves; then closes them and cuts their connections.
 pub async fn serve_winbox(
     issuer: Arc<Issuer>,
+    lanes: Arc<Lanes>,
     bind_ip: IpAddr,
     shutdown: impl Future<Output = ()>,
 ) {
     // Subscribe before restoring listeners, so an access created meanwhile is not missed.
     let events = issuer.subscribe();
     let handler = Arc::new(Winbox::new(issuer.clone()));
-    let listeners = Arc::new(listeners::Listeners::new(issuer, handler, bind_ip));
+    let listeners = Arc::new(listeners::Listeners::new(issuer, handler, bind_ip, lanes));
     listeners.run(events, shutdown).await;
 }
