@@ -8,7 +8,10 @@
 //!   p50 and p99 (the gateway's time includes the policy decision and its own connect to the
 //!   device, which is what a Winbox client waits for);
 //! - memory: the gateway's RSS growth with `--idle` (default 10000) idle forwarded connections
-//!   open at once, per connection.
+//!   open at once, per connection;
+//! - two relay floors for the connect latency, measured the same way: the plainest tokio relay
+//!   (accept, connect, copy; no policy) and a relay that busy-polls (never sleeps), which
+//!   separate what relaying costs on this machine from what the gateway adds.
 //!
 //! It prints the numbers and the ratios the issue sets targets for (throughput ≥ 1.0× socat,
 //! added connect latency ≤ 50 µs p50, ≤ 40 KB RSS per connection); record them in BENCHMARKS.md
@@ -83,6 +86,73 @@ fn echo_server() -> anyhow::Result<(SocketAddr, tokio::runtime::Runtime)> {
         }
     });
     Ok((addr, rt))
+}
+
+/// The simplest relay tokio makes, on a runtime of its own with the gateway's default of one
+/// worker per CPU: accept, connect to `to`, copy both ways. No policy, no audit: what a relay
+/// of the gateway's design pays on this machine before doing anything of its own.
+fn plain_relay(to: SocketAddr) -> anyhow::Result<(u16, tokio::runtime::Runtime)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let port = listener.local_addr()?.port();
+    rt.spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let Ok(mut device) = tokio::net::TcpStream::connect(to).await else {
+                    return;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = device.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut device).await;
+            });
+        }
+    });
+    Ok((port, rt))
+}
+
+/// A relay that never sleeps: one thread polls its listener and every connection without
+/// blocking, so no wake-up is ever paid on its side (and one core is always busy). Sequential
+/// connections only, which is all the latency loop makes. Stops when `stop` is set.
+fn spinning_relay(
+    to: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<(u16, std::thread::JoinHandle<()>)> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    let thread = std::thread::spawn(move || {
+        let mut conns: Vec<(TcpStream, TcpStream)> = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok((client, _)) = listener.accept()
+                && let Ok(device) = TcpStream::connect(to)
+            {
+                let ready = [&client, &device]
+                    .iter()
+                    .all(|s| s.set_nodelay(true).is_ok() && s.set_nonblocking(true).is_ok());
+                if ready {
+                    conns.push((client, device));
+                }
+            }
+            conns.retain_mut(|(client, device)| {
+                let mut alive = true;
+                for (from, to) in [(&*client, &*device), (&*device, &*client)] {
+                    match (&mut &*from).read(&mut buf) {
+                        Ok(0) => alive = false,
+                        Ok(n) => alive &= (&mut &*to).write_all(&buf[..n]).is_ok(),
+                        Err(e) => alive &= e.kind() == std::io::ErrorKind::WouldBlock,
+                    }
+                }
+                alive
+            });
+        }
+    });
+    Ok((port, thread))
 }
 
 /// Creates a winbox transient access on a site and returns its port.
@@ -306,6 +376,28 @@ winbox = "{echo}"
     for (labels, mean) in policy_means(api)? {
         println!("policy decision {labels}: mean {mean:.1} µs");
     }
+
+    // Floors: what any relay adds on this machine, measured the same way, so the gateway's
+    // added latency can be split into what relaying costs here and what the gateway adds.
+    let (plain_port, plain_rt) = plain_relay(echo)?;
+    let (plain50, plain99) = connect_latency(plain_port, connects)?;
+    drop(plain_rt);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (spin_port, spinner) = spinning_relay(echo, stop.clone())?;
+    let spun = connect_latency(spin_port, connects);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = spinner.join();
+    let (spin50, spin99) = spun?;
+    println!(
+        "relay floors, connect p50 / p99 added over direct: plain tokio relay (no policy) \
+         {:+.1} / {:+.1} µs; busy-polling relay (never sleeps, one core always busy) {:+.1} / {:+.1} µs; \
+         sallyport over the plain relay {:+.1} µs p50",
+        plain50 - direct.2,
+        plain99 - direct.3,
+        spin50 - direct.2,
+        spin99 - direct.3,
+        sp.2 - plain50
+    );
 
     let pid = gw.child.id();
     std::thread::sleep(Duration::from_millis(500));
