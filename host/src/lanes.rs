@@ -37,9 +37,7 @@ struct Lane {
 
 impl std::fmt::Debug for Lanes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.lanes.iter().map(|l| l.live.load(Ordering::Relaxed)))
-            .finish()
+        f.debug_list().entries(self.load()).finish()
     }
 }
 
@@ -82,16 +80,6 @@ impl Lanes {
     /// One lane per CPU the process may use.
     pub fn per_cpu() -> io::Result<Self> {
         Self::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
-    }
-
-    /// Number of lanes.
-    pub fn len(&self) -> usize {
-        self.lanes.len()
-    }
-
-    /// Always false: there is at least one lane.
-    pub fn is_empty(&self) -> bool {
-        self.lanes.is_empty()
     }
 
     /// Live tasks per lane, in lane order.

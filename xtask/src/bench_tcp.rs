@@ -88,9 +88,9 @@ fn echo_server() -> anyhow::Result<(SocketAddr, tokio::runtime::Runtime)> {
     Ok((addr, rt))
 }
 
-/// The simplest relay tokio makes, on a runtime of its own with the gateway's default of one
-/// worker per CPU: accept, connect to `to`, copy both ways. No policy, no audit: what a relay
-/// of the gateway's design pays on this machine before doing anything of its own.
+/// The simplest relay tokio makes, on a multi-threaded runtime of its own (one worker per CPU):
+/// accept, connect to `to`, copy both ways. No policy, no audit: what a relay that sleeps
+/// between events pays on this machine before doing anything of its own.
 fn plain_relay(to: SocketAddr) -> anyhow::Result<(u16, tokio::runtime::Runtime)> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

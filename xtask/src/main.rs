@@ -24,16 +24,7 @@ use anyhow::{Context, bail};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |name: &str, default: u64| -> anyhow::Result<u64> {
-        match args.iter().position(|a| a == name) {
-            None => Ok(default),
-            Some(i) => args
-                .get(i + 1)
-                .context(format!("{name} needs a value"))?
-                .parse()
-                .with_context(|| format!("{name} needs a number")),
-        }
-    };
+    // The value after `--name`, if the option is given.
     let text = |name: &str| -> anyhow::Result<Option<&str>> {
         match args.iter().position(|a| a == name) {
             None => Ok(None),
@@ -42,6 +33,12 @@ fn main() -> anyhow::Result<()> {
                     .context(format!("{name} needs a value"))?
                     .as_str(),
             )),
+        }
+    };
+    let flag = |name: &str, default: u64| -> anyhow::Result<u64> {
+        match text(name)? {
+            None => Ok(default),
+            Some(v) => v.parse().with_context(|| format!("{name} needs a number")),
         }
     };
     match args
