@@ -354,7 +354,7 @@ async fn terminate_cuts_a_running_command_within_a_second() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(gone, "sleep still running on the device");
-    assert!(f.gw.plain_log().contains("the session was terminated"));
+    assert!(f.gw.log_shows("the session was terminated", Duration::from_secs(5)));
 }
 
 async fn create_transient(f: &SshFixture, ticket: &str, cidr: &str) -> serde_json::Value {
@@ -549,7 +549,7 @@ async fn failed_logins_penalise_the_source_and_idle_logins_time_out() {
         .stdin(Stdio::null());
     let (code, out, _) = run_for(other, T);
     assert_eq!((code, out.as_str()), (0, "yes\n"));
-    assert!(f.gw.plain_log().contains("event=ssh.source_penalised"));
+    assert!(f.gw.log_shows("event=ssh.source_penalised", Duration::from_secs(5)));
 
     // The grace time bounds the login only: a logged-in session outlives it. (Regression: the
     // timer armed before login used to cut every session after the grace time.)

@@ -109,7 +109,7 @@ async fn tcp_forwarding_needs_the_policy_obligation() {
     assert_ne!(code, 0, "{err}");
     assert!(out.is_empty());
     assert!(err.contains("stdio forwarding failed"), "{err}");
-    assert!(f.gw.plain_log().contains("ssh.forwarding_refused"));
+    assert!(f.gw.log_shows("ssh.forwarding_refused", Duration::from_secs(5)));
     drop(f);
 
     let dir = tempfile::tempdir().unwrap();
@@ -124,7 +124,7 @@ async fn tcp_forwarding_needs_the_policy_obligation() {
         "echo through the device differs ({} bytes)",
         out.len()
     );
-    assert!(f.gw.plain_log().contains("ssh.forwarding"));
+    assert!(f.gw.log_shows("ssh.forwarding", Duration::from_secs(5)));
 }
 
 #[tokio::test(flavor = "multi_thread")]

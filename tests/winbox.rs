@@ -268,7 +268,7 @@ async fn a_port_held_by_another_socket_is_bound_once_it_is_free() {
     let a = f.winbox("127.0.0.1/32").await;
     assert_eq!(port_of(&a), 48100);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(f.gw.plain_log().contains("event=transient.listen_failed"));
+    assert!(f.gw.log_shows("event=transient.listen_failed", Duration::from_secs(5)));
     drop(blocker);
     wait_listening(48100).await;
     let mut s = connect_from("127.0.0.1", 48100).await.unwrap();

@@ -598,6 +598,22 @@ pub fn run_for(mut cmd: Command, limit: Duration) -> (i32, String, String) {
 }
 
 impl Gateway {
+    /// Whether `needle` shows up in the plain log within `limit`. The log reaches the test
+    /// through a pipe and a reader thread, so a line the gateway wrote just before answering
+    /// a client can still be on its way when the client returns.
+    pub fn log_shows(&self, needle: &str, limit: Duration) -> bool {
+        let until = std::time::Instant::now() + limit;
+        loop {
+            if self.plain_log().contains(needle) {
+                return true;
+            }
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The log without ANSI colour codes, for matching `key=value` pairs.
     pub fn plain_log(&self) -> String {
         let log = self.log();

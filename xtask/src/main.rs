@@ -12,6 +12,9 @@
 //!
 //! `cargo xtask bench tcp [--seconds N] [--connects N] [--idle N]` measures the Winbox (raw TCP)
 //! forwarder against direct and `socat`: iperf3 throughput, connect latency, idle memory.
+//!
+//! The benches that start the gateway build it in release mode first, unless `SALLYPORT_BIN`
+//! names a binary to run instead (an A/B comparison of two builds in alternating runs).
 
 mod bench_issue;
 mod bench_policy;

@@ -16,8 +16,16 @@ pub fn root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-/// Builds `sallyport` in release mode and returns the binary's path.
+/// Builds `sallyport` in release mode and returns the binary's path; or, if `SALLYPORT_BIN`
+/// names a binary, returns that without building (to compare two builds in alternating runs).
 pub fn build_release() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("SALLYPORT_BIN") {
+        let bin = PathBuf::from(bin);
+        if !bin.is_file() {
+            bail!("SALLYPORT_BIN={} is not a file", bin.display());
+        }
+        return Ok(bin);
+    }
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--release", "--quiet", "-p", "sallyport"])
         .current_dir(root())
