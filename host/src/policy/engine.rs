@@ -11,8 +11,9 @@
 //!
 //! The deadline bounds the CPU time a decision uses, not wall time: the epoch ticker interrupts
 //! the guest every millisecond past the deadline, and the interrupt checks this thread's CPU
-//! clock (against a base read once per request: [`CallClock`]). A guest that has not used its budget (the thread was descheduled on a busy machine)
-//! continues; one that has, traps. A call is also stopped after 20 times its deadline in wall
+//! clock against a mark of that clock taken on this thread at most a millisecond before the
+//! request ([`CallClock`], [`cpu_mark`]). A guest that has not used its budget (the thread was
+//! descheduled on a busy machine) continues; one that has, traps. A call is also stopped after 20 times its deadline in wall
 //! time, so a starved machine cannot hold a decision forever.
 //!
 //! Plugins see only the `host` interface (log, their own config). Components built by
@@ -20,10 +21,11 @@
 //! preopened directories, no network, no environment, no arguments, a clock fixed at the
 //! request's `now`.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Instance, InstancePre, Linker, ResourceTable};
 use wasmtime::{
@@ -43,6 +45,39 @@ const KEEP_RESIDENT_MEMORY: usize = 256 << 10;
 const KEEP_RESIDENT_TABLE: usize = 16 << 10;
 /// Wall-clock ceiling of a call, as a multiple of its CPU deadline.
 const WALL_FACTOR: u32 = 20;
+
+/// How old a thread's CPU mark may be before a new request reads the CPU clock again. The
+/// clock is a system call (about 1 µs here, a twentieth of a request's decisions); an older
+/// mark only loosens the bound by the time the thread slept since it, so at most this much.
+const MARK_MAX_AGE: Duration = Duration::from_millis(1);
+
+/// This thread's CPU clock and the wall clock, read together.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CpuMark {
+    pub cpu: Duration,
+    pub wall: Instant,
+}
+
+thread_local! {
+    static MARK: Cell<Option<CpuMark>> = const { Cell::new(None) };
+}
+
+/// A mark of this thread's CPU clock no older than [`MARK_MAX_AGE`] at `now`.
+pub(super) fn cpu_mark(now: Instant) -> CpuMark {
+    MARK.with(|m| match m.get() {
+        Some(mark) if now.saturating_duration_since(mark.wall) < MARK_MAX_AGE => mark,
+        _ => {
+            // Wall first: reading the CPU clock after it can only make the bound smaller.
+            let wall = Instant::now();
+            let mark = CpuMark {
+                cpu: thread_cpu(),
+                wall,
+            };
+            m.set(Some(mark));
+            mark
+        }
+    })
+}
 
 pub(super) fn thread_cpu() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
@@ -128,25 +163,24 @@ pub struct Ctx {
 /// What the deadline check needs to know about the call in progress.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct CallClock {
-    /// This thread's CPU time when the request's store was created.
-    pub cpu_base: Duration,
-    /// Wall time when the request's store was created.
-    pub store_started: std::time::Instant,
+    /// This thread's CPU and wall clocks, read together before the request's store was made.
+    pub mark: CpuMark,
     /// Wall time when the current call (or instantiation) started.
-    pub call_started: std::time::Instant,
+    pub call_started: Instant,
     /// The current call's CPU budget.
     pub deadline: Duration,
 }
 
 impl CallClock {
     /// A lower bound of the CPU time the current call has used: the CPU this thread used since
-    /// the store was created, minus the wall time that passed before the call began (a thread
-    /// cannot use more CPU than wall time, so that part covers every earlier call and the host
-    /// work between them). The store never leaves its thread (`Session` is not `Send`).
+    /// the mark, minus the wall time that passed from the mark until the call began (a thread
+    /// cannot use more CPU than wall time, so that part covers every earlier call, the host
+    /// work between them, and whatever the thread did before the request). The store never
+    /// leaves its thread (`Session` is not `Send`), so the mark is of the same clock.
     fn used(&self) -> Duration {
         thread_cpu()
-            .saturating_sub(self.cpu_base)
-            .saturating_sub(self.call_started.duration_since(self.store_started))
+            .saturating_sub(self.mark.cpu)
+            .saturating_sub(self.call_started.saturating_duration_since(self.mark.wall))
     }
 
     /// Whether the call may go on: under its CPU budget and under the wall-clock ceiling.
@@ -475,5 +509,56 @@ pub fn export_name(hook: Hook) -> &'static str {
         Hook::Authorize => "authorize",
         Hook::Sudo => "sudo",
         Hook::Source => "check-source",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Spins until this thread has used `d` more CPU.
+    fn burn(d: Duration) {
+        let start = thread_cpu();
+        while thread_cpu().saturating_sub(start) < d {
+            std::hint::black_box(0u64);
+        }
+    }
+
+    #[test]
+    fn a_recent_cpu_mark_is_reused_and_an_old_one_renewed() {
+        let a = cpu_mark(Instant::now());
+        let b = cpu_mark(Instant::now());
+        assert_eq!(a.wall, b.wall, "a mark younger than {MARK_MAX_AGE:?} is reused");
+        std::thread::sleep(MARK_MAX_AGE * 2);
+        let c = cpu_mark(Instant::now());
+        assert!(c.wall > a.wall, "an older one is read again");
+    }
+
+    #[test]
+    fn the_deadline_counts_the_cpu_a_call_burns_and_never_more() {
+        let mark = cpu_mark(Instant::now());
+        let clock = CallClock {
+            mark,
+            call_started: Instant::now(),
+            deadline: Duration::from_millis(20),
+        };
+        burn(Duration::from_millis(5));
+        let used = clock.used();
+        let actual = thread_cpu().saturating_sub(mark.cpu);
+        assert!(used >= Duration::from_millis(4), "{used:?}");
+        assert!(used <= actual, "{used:?} > {actual:?}");
+        assert!(clock.may_continue());
+        burn(Duration::from_millis(20));
+        assert!(!clock.may_continue(), "{:?}", clock.used());
+
+        // Wall time before the call (sleeping here) is never counted against it.
+        let mark = cpu_mark(Instant::now());
+        std::thread::sleep(Duration::from_millis(5));
+        let clock = CallClock {
+            mark,
+            call_started: Instant::now(),
+            deadline: Duration::from_millis(20),
+        };
+        assert!(clock.used() < Duration::from_millis(1), "{:?}", clock.used());
     }
 }

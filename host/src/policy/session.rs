@@ -11,8 +11,8 @@
 //! A fault poisons the store: it is dropped at once and any later decision of the request
 //! starts from a fresh store, so a trapped or interrupted instance never runs again.
 //!
-//! A session is not `Send`: its deadline check reads this thread's CPU clock against a base
-//! taken when the store was created.
+//! A session is not `Send`: its deadline check reads this thread's CPU clock against a mark
+//! of the same clock taken on this thread before the store was created.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use wasmtime::component::Instance;
 use wasmtime::{Engine, Store, StoreLimitsBuilder};
 
 use super::bindings::{self, wit};
-use super::engine::{CallClock, Ctx, Fault, Limits, PluginMeta, Prepared, classify, thread_cpu};
+use super::engine::{CallClock, Ctx, Fault, Limits, PluginMeta, Prepared, classify, cpu_mark};
 use super::{Decision, Request};
 use crate::config::Hook;
 
@@ -79,8 +79,7 @@ impl Session {
                 logs: 0,
                 wasi: None,
                 clock: CallClock {
-                    cpu_base: thread_cpu(),
-                    store_started: now,
+                    mark: cpu_mark(now),
                     call_started: now,
                     deadline: Duration::ZERO,
                 },
