@@ -331,6 +331,17 @@ pub struct SSHBuffer {
     pub seqn: Wrapping<u32>,
 }
 
+/// sallyport patch: the payload of the packet just read (after its length and padding-length
+/// bytes), taken out of `buffer` without a copy; the next read allocates a new buffer.
+pub(crate) fn take_payload(buffer: &mut Vec<u8>) -> bytes::Bytes {
+    let packet = bytes::Bytes::from(std::mem::take(buffer));
+    if packet.len() > 5 {
+        packet.slice(5..)
+    } else {
+        bytes::Bytes::new()
+    }
+}
+
 impl SSHBuffer {
     pub fn new() -> Self {
         SSHBuffer {
@@ -387,7 +398,8 @@ impl PacketBytesWriter {
 /// Uses Vec<u8> (not CryptoVec/mlocked) because incoming network data is not secret.
 #[derive(Debug)]
 pub(crate) struct IncomingSshPacket {
-    pub buffer: Vec<u8>,
+    /// sallyport patch: shared, so channel data can be a slice of it (was `Vec<u8>`).
+    pub buffer: bytes::Bytes,
     pub seqn: Wrapping<u32>,
 }
 

@@ -33,6 +33,7 @@ use log::trace;
 #[cfg(all(not(feature = "aws-lc-rs"), feature = "ring"))]
 use ring::aead::{AES_128_GCM as ALGORITHM_AES_128_GCM, AES_256_GCM as ALGORITHM_AES_256_GCM};
 use ssh_encoding::Encode;
+use bytes::BufMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use self::cbc::CbcWrapper;
@@ -331,13 +332,19 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
         }
     }
 
-    buffer.buffer.resize(buffer.len + 4, 0);
     trace!("read_exact {:?}", buffer.len + 4);
 
-    let l = cipher.packet_length_to_read_for_block_length();
-
-    #[allow(clippy::indexing_slicing)] // length checked
-    stream.read_exact(&mut buffer.buffer[l..]).await?;
+    // sallyport patch: read the rest of the packet into the buffer's spare capacity, instead of
+    // zero-filling it first and reading over the zeros.
+    let total = buffer.len + 4;
+    buffer.buffer.truncate(total);
+    buffer.buffer.reserve(total - buffer.buffer.len());
+    while buffer.buffer.len() < total {
+        let want = total - buffer.buffer.len();
+        if stream.read_buf(&mut (&mut buffer.buffer).limit(want)).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
 
     trace!("read_exact done");
     let seqn = buffer.seqn.0;

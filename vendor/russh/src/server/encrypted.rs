@@ -40,7 +40,7 @@ impl Session {
         pkt: &mut IncomingSshPacket,
     ) -> Result<(), H::Error> {
         // sallyport patch: share the packet, so channel data is a slice of it, not a copy.
-        let packet = Bytes::from(std::mem::take(&mut pkt.buffer));
+        let packet = std::mem::take(&mut pkt.buffer);
         self.rx_packet = Some(packet.clone());
         let result = self.process_packet(handler, &packet).await;
         self.rx_packet = None;
