@@ -11,6 +11,9 @@
 //! - login-to-first-byte: from spawning `ssh … 'echo x'` to its first stdout byte, median of
 //!   `--logins`.
 //!
+//! The routes take turns (each run, and each login round, goes through all three in order),
+//! so a slow spell of the machine falls on every route rather than on one.
+//!
 //! It prints the numbers and the ratios the issue sets targets for (throughput ≥ 1.0× jump and
 //! ≥ 0.9× direct; login latency ≤ 1.0× jump); record them in BENCHMARKS.md.
 
@@ -285,26 +288,35 @@ credentials.full = {{ user = "{user}", key_file = "keys/bench" }}
 
     let bytes = mib * 1024 * 1024;
     println!(
-        "bulk: {mib} MiB each way, best of {runs}; login-to-first-byte: median of {logins}; \
+        "bulk: {mib} MiB each way, best of {runs}, routes taking turns; login-to-first-byte: median of {logins}; \
          client ciphers: {}",
         ciphers.unwrap_or("OpenSSH defaults")
     );
-    let mut results = Vec::new();
+    // The routes take turns (every run goes direct, jump, sallyport; so do the logins), so a
+    // machine whose speed drifts over minutes (other tenants of the VM host) weighs on all three
+    // alike instead of on whichever route ran during a slow spell.
     for route in &routes {
         // One warm-up login, so no route pays for first-time page-ins alone.
         first_byte(&env, route)?;
-        let mut down = f64::INFINITY;
-        let mut up = f64::INFINITY;
-        for _ in 0..runs {
-            down = down.min(download(&env, route, bytes)?);
-            up = up.min(upload(&env, route, bytes)?);
+    }
+    let mut down = vec![f64::INFINITY; routes.len()];
+    let mut up = vec![f64::INFINITY; routes.len()];
+    for _ in 0..runs {
+        for (i, route) in routes.iter().enumerate() {
+            down[i] = down[i].min(download(&env, route, bytes)?);
+            up[i] = up[i].min(upload(&env, route, bytes)?);
         }
-        let lat = median(
-            (0..logins)
-                .map(|_| first_byte(&env, route))
-                .collect::<Result<_, _>>()?,
-        );
-        let (down_mib, up_mib) = (mib as f64 / down, mib as f64 / up);
+    }
+    let mut lats = vec![Vec::new(); routes.len()];
+    for _ in 0..logins {
+        for (i, route) in routes.iter().enumerate() {
+            lats[i].push(first_byte(&env, route)?);
+        }
+    }
+    let mut results = Vec::new();
+    for (i, route) in routes.iter().enumerate() {
+        let lat = median(std::mem::take(&mut lats[i]));
+        let (down_mib, up_mib) = (mib as f64 / down[i], mib as f64 / up[i]);
         println!(
             "{:>10}: down {down_mib:8.1} MiB/s  up {up_mib:8.1} MiB/s  login-to-first-byte {:7.1} ms",
             route.name,
