@@ -585,24 +585,14 @@ impl Store for SqliteStore {
     }
 
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEvent>, StoreError> {
-        self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT at, event, actor, subject, device, object, outcome, reason, source FROM audit ORDER BY id DESC LIMIT ?1",
-            )?;
-            let rows = stmt.query_map(params![limit], |r| {
-                Ok(AuditEvent {
-                    at: r.get(0)?,
-                    event: r.get(1)?,
-                    actor: r.get(2)?,
-                    subject: r.get(3)?,
-                    device: r.get(4)?,
-                    object: r.get(5)?,
-                    outcome: r.get(6)?,
-                    reason: r.get(7)?,
-                    source: r.get(8)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+        self.read(move |c| {
+            select_where(
+                c,
+                (AUDIT_COLS, "audit"),
+                "ORDER BY id DESC LIMIT ?1",
+                params![limit],
+                audit_row,
+            )
         })
     }
 }
@@ -610,8 +600,8 @@ impl Store for SqliteStore {
 #[path = "sqlite_rows.rs"]
 mod rows;
 use rows::{
-    SESSION_COLS, TRANSIENT_COLS, access_str, hash_col, insert_audit, select_where, sessions_where,
-    transients_where,
+    AUDIT_COLS, SESSION_COLS, TRANSIENT_COLS, access_str, audit_row, hash_col, insert_audit,
+    select_where, sessions_where, transients_where,
 };
 
 #[path = "sqlite_removals.rs"]

@@ -9,15 +9,32 @@ use crate::store::{
     AuditEvent, OpenSession, SessionState, StoreError, TokenHash, TransientAccess, TransientKind,
 };
 
+/// The audit table's columns, in the order of [`AuditEvent`]'s fields.
+pub(super) const AUDIT_COLS: &str =
+    "at, event, actor, subject, device, object, outcome, reason, source";
+
 pub(super) fn insert_audit(conn: &Connection, e: &AuditEvent) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO audit (at, event, actor, subject, device, object, outcome, reason, source)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
+    conn.prepare_cached(&format!(
+        "INSERT INTO audit ({AUDIT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    ))?
     .execute(params![
         e.at, e.event, e.actor, e.subject, e.device, e.object, e.outcome, e.reason, e.source
     ])?;
     Ok(())
+}
+
+pub(super) fn audit_row(r: &Row<'_>) -> rusqlite::Result<Result<AuditEvent, StoreError>> {
+    Ok(Ok(AuditEvent {
+        at: r.get(0)?,
+        event: r.get(1)?,
+        actor: r.get(2)?,
+        subject: r.get(3)?,
+        device: r.get(4)?,
+        object: r.get(5)?,
+        outcome: r.get(6)?,
+        reason: r.get(7)?,
+        source: r.get(8)?,
+    }))
 }
 
 pub(super) fn access_str(a: AccessLevel) -> &'static str {
