@@ -304,6 +304,9 @@ pub fn run(seconds: u64, connects: usize, idle: usize) -> anyhow::Result<()> {
     wait_port(socat_echo_port)?;
 
     let config = tmp.path().join("sallyport.toml");
+    // The transient ports lie below Linux's ephemeral range (32768-60999): the bench opens
+    // thousands of connections, and an outgoing one holding the access's port as its local
+    // port kept the listener from binding it (EADDRINUSE until that connection closed).
     std::fs::write(
         &config,
         format!(
@@ -312,7 +315,7 @@ data_dir = "{data}"
 api_listen = "127.0.0.1:0"
 ssh_listen = "127.0.0.1:0"
 tls = false
-transient_ports = "47900-47999"
+transient_ports = "21900-21999"
 [[groups]]
 name = "ops"
 devices = ["*"]
