@@ -528,7 +528,10 @@ mod tests {
     fn a_recent_cpu_mark_is_reused_and_an_old_one_renewed() {
         let a = cpu_mark(Instant::now());
         let b = cpu_mark(Instant::now());
-        assert_eq!(a.wall, b.wall, "a mark younger than {MARK_MAX_AGE:?} is reused");
+        assert_eq!(
+            a.wall, b.wall,
+            "a mark younger than {MARK_MAX_AGE:?} is reused"
+        );
         std::thread::sleep(MARK_MAX_AGE * 2);
         let c = cpu_mark(Instant::now());
         assert!(c.wall > a.wall, "an older one is read again");
@@ -559,6 +562,10 @@ mod tests {
             call_started: Instant::now(),
             deadline: Duration::from_millis(20),
         };
-        assert!(clock.used() < Duration::from_millis(1), "{:?}", clock.used());
+        assert!(
+            clock.used() < Duration::from_millis(1),
+            "{:?}",
+            clock.used()
+        );
     }
 }
