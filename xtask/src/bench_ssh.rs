@@ -292,9 +292,6 @@ credentials.full = {{ user = "{user}", key_file = "keys/bench" }}
          client ciphers: {}",
         ciphers.unwrap_or("OpenSSH defaults")
     );
-    // The routes take turns (every run goes direct, jump, sallyport; so do the logins), so a
-    // machine whose speed drifts over minutes (other tenants of the VM host) weighs on all three
-    // alike instead of on whichever route ran during a slow spell.
     for route in &routes {
         // One warm-up login, so no route pays for first-time page-ins alone.
         first_byte(&env, route)?;
@@ -314,9 +311,9 @@ credentials.full = {{ user = "{user}", key_file = "keys/bench" }}
         }
     }
     let mut results = Vec::new();
-    for (i, route) in routes.iter().enumerate() {
-        let lat = median(std::mem::take(&mut lats[i]));
-        let (down_mib, up_mib) = (mib as f64 / down[i], mib as f64 / up[i]);
+    for (((route, lats), down), up) in routes.iter().zip(lats).zip(down).zip(up) {
+        let lat = median(lats);
+        let (down_mib, up_mib) = (mib as f64 / down, mib as f64 / up);
         println!(
             "{:>10}: down {down_mib:8.1} MiB/s  up {up_mib:8.1} MiB/s  login-to-first-byte {:7.1} ms",
             route.name,

@@ -13,8 +13,8 @@
 //! the guest every millisecond past the deadline, and the interrupt checks this thread's CPU
 //! clock against a mark of that clock taken on this thread at most a millisecond before the
 //! request ([`CallClock`], [`cpu_mark`]). A guest that has not used its budget (the thread was
-//! descheduled on a busy machine) continues; one that has, traps. A call is also stopped after 20 times its deadline in wall
-//! time, so a starved machine cannot hold a decision forever.
+//! descheduled on a busy machine) continues; one that has, traps. A call is also stopped after
+//! 20 times its deadline in wall time, so a starved machine cannot hold a decision forever.
 //!
 //! Plugins see only the `host` interface (log, their own config). Components built by
 //! componentize-py import WASI; they get a locked-down WASI context built on first use: no
