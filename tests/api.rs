@@ -20,7 +20,7 @@ fn is_otk(v: &Value) -> bool {
 
 #[tokio::test]
 async fn meta_endpoints_and_routing_errors() {
-    let (_tmp, cfg) = setup("46000-46009");
+    let (_tmp, cfg) = setup("26000-26009");
     let gw = Gateway::start(&cfg);
     assert!(gw.base.starts_with("https://127.0.0.1:"), "{}", gw.base);
     let c = client();
@@ -84,7 +84,7 @@ async fn meta_endpoints_and_routing_errors() {
 
 #[tokio::test]
 async fn login_logout_and_authentication_methods() {
-    let (_tmp, cfg) = setup("46010-46019");
+    let (_tmp, cfg) = setup("26010-26019");
     let gw = Gateway::start(&cfg);
     let c = client();
     let body = json!({"target_device": "edge-1", "user": "admin"});
@@ -200,7 +200,7 @@ async fn login_logout_and_authentication_methods() {
 
 #[tokio::test]
 async fn opensession_validation_and_sudo() {
-    let (_tmp, cfg) = setup("46020-46029");
+    let (_tmp, cfg) = setup("26020-26029");
     let gw = Gateway::start(&cfg);
     let c = client();
     let admin = login(&c, &gw, "admin", "admin-pw").await;
@@ -377,7 +377,7 @@ async fn opensession_validation_and_sudo() {
 
 #[tokio::test]
 async fn tracking_list_and_terminate() {
-    let (_tmp, cfg) = setup("46030-46039");
+    let (_tmp, cfg) = setup("26030-26039");
     let gw = Gateway::start(&cfg);
     let c = client();
     let admin = login(&c, &gw, "admin", "admin-pw").await;
@@ -495,7 +495,7 @@ fn create_path(site: &str) -> String {
 
 #[tokio::test]
 async fn transient_access_life_cycle() {
-    let (_tmp, cfg) = setup("46040-46042");
+    let (_tmp, cfg) = setup("26040-26042");
     let gw = Gateway::start(&cfg);
     let c = client();
     let admin = login(&c, &gw, "admin", "admin-pw").await;
@@ -529,7 +529,7 @@ async fn transient_access_life_cycle() {
         a["password"].as_str().unwrap(),
     );
     let port = a["port"].as_u64().unwrap();
-    assert!((46040..=46042).contains(&port));
+    assert!((26040..=26042).contains(&port));
     assert!(user.starts_with("transient-"));
     assert!(pw.len() >= 20);
     assert_eq!(

@@ -28,7 +28,7 @@ fn secs(n: u64) -> DurationInput {
 
 #[tokio::test]
 async fn redemption_is_single_use_and_checked() {
-    let (_tmp, cfg) = setup("46100-46109");
+    let (_tmp, cfg) = setup("26100-26109");
     let gw = open(&cfg);
     let issuer = gw.issuer.clone();
     let admin = issuer.directory().user("admin").unwrap().clone();
@@ -113,7 +113,7 @@ async fn redemption_is_single_use_and_checked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_concurrent_redemptions_one_winner() {
-    let (_tmp, cfg) = setup("46110-46119");
+    let (_tmp, cfg) = setup("26110-26119");
     let gw = open(&cfg);
     let issuer = gw.issuer.clone();
     let admin = issuer.directory().user("admin").unwrap().clone();
@@ -149,7 +149,7 @@ async fn sixty_four_concurrent_redemptions_one_winner() {
 
 #[tokio::test]
 async fn keys_and_expiry_survive_restarts() {
-    let (_tmp, cfg) = setup("46120-46129");
+    let (_tmp, cfg) = setup("26120-26129");
     let c = client();
     let gw = Gateway::start(&cfg);
     let admin = login(&c, &gw, "admin", "admin-pw").await;
@@ -246,7 +246,7 @@ async fn keys_and_expiry_survive_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_during_issuance_loses_no_acknowledged_key() {
-    let (_tmp, cfg) = setup("46130-46139");
+    let (_tmp, cfg) = setup("26130-26139");
     let c = client();
     let gw = Gateway::start(&cfg);
     let admin = login(&c, &gw, "admin", "admin-pw").await;

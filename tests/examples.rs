@@ -120,7 +120,7 @@ fn hhmm(minutes_of_day: i64) -> String {
 #[tokio::test]
 async fn builtin_authorize_and_sudo_allow_and_deny() {
     let tmp = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(&write_config(tmp.path(), "46300-46309", ""));
+    let gw = Gateway::start(&write_config(tmp.path(), "26300-26309", ""));
     let c = client();
     let admin = login(&c, &gw, "admin", "admin-pw").await;
     let alice = login(&c, &gw, "alice", "alice-pw").await;
@@ -170,7 +170,7 @@ async fn business_hours_allows_inside_the_window_until_closing_and_denies_outsid
             hhmm(minute + 61)
         ),
     );
-    let gw = Gateway::start(&write_config(tmp.path(), "46310-46319", &inside));
+    let gw = Gateway::start(&write_config(tmp.path(), "26310-26319", &inside));
     let c = client();
     let admin = login(&c, &gw, "admin", "admin-pw").await;
     let got = open(&c, &gw, &admin, "admin", "edge-1", 86_400).await;
@@ -191,7 +191,7 @@ async fn business_hours_allows_inside_the_window_until_closing_and_denies_outsid
             hhmm(minute + 120)
         ),
     );
-    let gw = Gateway::start(&write_config(tmp.path(), "46310-46319", &outside));
+    let gw = Gateway::start(&write_config(tmp.path(), "26310-26319", &outside));
     let admin = login(&c, &gw, "admin", "admin-pw").await;
     assert_error(
         &open(&c, &gw, &admin, "admin", "edge-1", 60).await,
@@ -209,7 +209,7 @@ async fn max_ttl_clamps_the_session_and_denies_without_a_bound() {
     let tmp = tempfile::tempdir().unwrap();
     let gw = Gateway::start(&write_config(
         tmp.path(),
-        "46320-46329",
+        "26320-26329",
         &plugin(&wasm, "max_ttl_seconds = 120"),
     ));
     let c = client();
@@ -237,7 +237,7 @@ async fn max_ttl_clamps_the_session_and_denies_without_a_bound() {
 
     let gw = Gateway::start(&write_config(
         tmp.path(),
-        "46320-46329",
+        "26320-26329",
         &plugin(&wasm, "max_ttl_seconds = \"ten minutes\""),
     ));
     let admin = login(&c, &gw, "admin", "admin-pw").await;
@@ -259,7 +259,7 @@ async fn deny_users_protects_listed_subjects_unless_a_sudo_user_issues() {
         "{}\n[[users]]\nname = \"root\"\npassword = \"root-pw\"\ngroups = [\"netops\"]\n",
         plugin(&wasm, "users = [\"root\", \"svc-*\"]")
     );
-    let gw = Gateway::start(&write_config(tmp.path(), "46330-46339", &extra));
+    let gw = Gateway::start(&write_config(tmp.path(), "26330-26339", &extra));
     let c = client();
     let root = login(&c, &gw, "root", "root-pw").await;
     let admin = login(&c, &gw, "admin", "admin-pw").await;
@@ -320,7 +320,7 @@ async fn the_python_wasi_plugin_loads_and_decides() {
         )
     };
     // The plugin's clock is the request's `now`; its offset moves "today" to a Saturday.
-    let cfg = write_config(tmp.path(), "46340-46349", &entry(days_until(5)));
+    let cfg = write_config(tmp.path(), "26340-26349", &entry(days_until(5)));
     // Compiling 18 MB of CPython takes long in a debug build: do it here, without the start-up
     // timeout, into the data dir's compile cache, which the gateway then loads from.
     let (warm, _) =
@@ -351,7 +351,7 @@ async fn the_python_wasi_plugin_loads_and_decides() {
     // A Wednesday: full access is allowed.
     let gw = Gateway::start(&write_config(
         tmp.path(),
-        "46340-46349",
+        "26340-26349",
         &entry(days_until(2)),
     ));
     let admin = login(&c, &gw, "admin", "admin-pw").await;

@@ -67,7 +67,7 @@ async fn wait_for(
 
 #[tokio::test]
 async fn builtin_rules_are_components_counted_and_audited() {
-    let (_tmp, cfg) = setup("46200-46209");
+    let (_tmp, cfg) = setup("26200-26209");
     let gw = Gateway::start(&cfg);
     let c = client();
     let admin = login(&c, &gw, "admin", "admin-pw").await;
@@ -117,7 +117,7 @@ async fn builtin_rules_are_components_counted_and_audited() {
 
 #[tokio::test]
 async fn hostile_plugins_deny_and_the_gateway_keeps_serving() {
-    let (tmp, cfg) = setup("46210-46219");
+    let (tmp, cfg) = setup("26210-26219");
     // Tight limits so the hostile ones hit them quickly.
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
         "sweep_interval_ms = 100",
@@ -206,7 +206,7 @@ impl Alive for std::process::Child {
 
 #[tokio::test]
 async fn drop_ins_combine_reload_and_keep_the_old_version_when_broken() {
-    let (tmp, cfg) = setup("46220-46229");
+    let (tmp, cfg) = setup("26220-26229");
     let gw = Gateway::start(&cfg);
     let c = client();
     let admin = login(&c, &gw, "admin", "admin-pw").await;
@@ -283,7 +283,7 @@ async fn drop_ins_combine_reload_and_keep_the_old_version_when_broken() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hot_reload_under_load_fails_no_decision() {
-    let (tmp, cfg) = setup("46230-46239");
+    let (tmp, cfg) = setup("26230-26239");
     let gw = Gateway::start(&cfg);
     let c = client();
     let admin = login(&c, &gw, "admin", "admin-pw").await;
@@ -358,7 +358,7 @@ async fn hot_reload_under_load_fails_no_decision() {
 
 #[test]
 fn a_plugin_that_cannot_load_stops_the_start_naming_its_file() {
-    let (tmp, cfg) = setup("46240-46249");
+    let (tmp, cfg) = setup("26240-26249");
     let bad = tmp.path().join("policies");
     std::fs::create_dir_all(&bad).unwrap();
     std::fs::write(bad.join("evil.wasm"), hostile::evil_import("authorize")).unwrap();

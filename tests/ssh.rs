@@ -17,7 +17,7 @@ const T: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_output_exit_codes_and_single_use() {
-    let f = SshFixture::start("47000-47009", "");
+    let f = SshFixture::start("27000-27009", "");
     let otk = f.otk("admin", "edge-1").await;
     let (code, out, err) = run_for(
         ssh(
@@ -75,7 +75,7 @@ async fn exec_output_exit_codes_and_single_use() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn read_only_and_full_land_as_different_device_users() {
-    let f = SshFixture::start("47010-47019", "");
+    let f = SshFixture::start("27010-27019", "");
     let otk = f.otk("alice", "edge-1").await;
     let (code, out, err) = run_for(ssh(f.ssh_port, "alice:edge-1", &otk, &["whoami"]), T);
     assert_eq!((code, out.trim()), (0, RO_USER), "{err}\n{}", f.gw.log());
@@ -98,7 +98,7 @@ async fn read_only_and_full_land_as_different_device_users() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn host_keys_pinned_and_trusted_on_first_use() {
-    let mut f = SshFixture::start("47020-47029", "");
+    let mut f = SshFixture::start("27020-27029", "");
     // Pinned to a key the device does not have: refused with a message, nothing runs.
     let otk = f.otk("admin", "bad-1").await;
     let (code, out, err) = run_for(ssh(f.ssh_port, "admin:bad-1", &otk, &["echo ran"]), T);
@@ -153,7 +153,7 @@ fn tool(password: &str, program: &str, port_flag: &str, port: u16) -> Command {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scp_sftp_and_rsync_through_the_gateway() {
-    let f = SshFixture::start("47030-47039", "");
+    let f = SshFixture::start("27030-27039", "");
     let local = f.tmp.path().join("big.bin");
     let mut data = vec![0u8; 50 * 1024 * 1024];
     let mut x: u64 = 0x9e3779b97f4a7c15;
@@ -241,7 +241,7 @@ async fn scp_sftp_and_rsync_through_the_gateway() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn interactive_shell_with_pty_env_and_window_size() {
-    let f = SshFixture::start("47040-47049", "");
+    let f = SshFixture::start("27040-27049", "");
     let otk = f.otk("admin", "edge-1").await;
     let mut cmd = Command::new("sshpass");
     cmd.args(["-p", &otk, "ssh", "-tt", "-p", &f.ssh_port.to_string()])
@@ -296,7 +296,7 @@ async fn initiated_session(f: &SshFixture, ticket: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn terminate_cuts_a_running_command_within_a_second() {
-    let f = SshFixture::start("47050-47059", "");
+    let f = SshFixture::start("27050-27059", "");
     let c = client();
     let ticket = login(&c, &f.gw, "admin", "admin-pw").await;
     let otk = f.otk("admin", "edge-1").await;
@@ -372,7 +372,7 @@ async fn create_transient(f: &SshFixture, ticket: &str, cidr: &str) -> serde_jso
 
 #[tokio::test(flavor = "multi_thread")]
 async fn transient_ssh_access_on_its_own_port_source_limited_and_revocable() {
-    let f = SshFixture::start("47060-47069", "");
+    let f = SshFixture::start("27060-27069", "");
     let c = client();
     let ticket = login(&c, &f.gw, "admin", "admin-pw").await;
     let a = create_transient(&f, &ticket, "127.0.0.1/32").await;
@@ -466,7 +466,7 @@ async fn transient_ssh_access_on_its_own_port_source_limited_and_revocable() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn transient_listeners_come_back_after_restart() {
-    let f = SshFixture::start("47070-47079", "");
+    let f = SshFixture::start("27070-27079", "");
     let c = client();
     let ticket = login(&c, &f.gw, "admin", "admin-pw").await;
     let a = create_transient(&f, &ticket, "127.0.0.0/8").await;
@@ -495,7 +495,7 @@ async fn transient_listeners_come_back_after_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_logins_penalise_the_source_and_idle_logins_time_out() {
     let f = SshFixture::start(
-        "47080-47089",
+        "27080-27089",
         "ssh_penalty_failures = 3\nssh_penalty_secs = 30\nssh_login_grace_secs = 2",
     );
     // An idle connection that never logs in is dropped after the grace time.
@@ -579,7 +579,7 @@ async fn failed_logins_penalise_the_source_and_idle_logins_time_out() {
 // a failure instead of a hung CI job.
 #[tokio::test(flavor = "multi_thread")]
 async fn bulk_both_ways_at_once_does_not_stall() {
-    let f = SshFixture::start("47090-47099", "");
+    let f = SshFixture::start("27090-27099", "");
     let input = f.tmp.path().join("in.bin");
     let content: Vec<u8> = (0..32u32 * 1024 * 1024)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -617,7 +617,7 @@ async fn bulk_both_ways_at_once_does_not_stall() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gateway_shutdown_closes_sessions_with_a_message() {
-    let f = SshFixture::start("47100-47109", "");
+    let f = SshFixture::start("27100-27109", "");
     let otk = f.otk("admin", "edge-1").await;
     let mut child = ssh(f.ssh_port, "admin:edge-1", &otk, &["exec sleep 63"])
         .stdout(Stdio::piped())

@@ -103,7 +103,7 @@ async fn running(pattern: &str) -> Instant {
 async fn tcp_forwarding_needs_the_policy_obligation() {
     let echo = echo_service();
     // The built-in policies grant no obligations: `ssh -W` is refused, the session is not.
-    let f = SshFixture::start("47110-47119", "");
+    let f = SshFixture::start("27110-27119", "");
     let otk = f.otk("admin", "edge-1").await;
     let (code, out, err) = forward(&f, &otk, echo, b"hello\n");
     assert_ne!(code, 0, "{err}");
@@ -114,7 +114,7 @@ async fn tcp_forwarding_needs_the_policy_obligation() {
 
     let dir = tempfile::tempdir().unwrap();
     let grant = hostile::allow_with("authorize", None, &["allow-tcp-forwarding"]);
-    let f = SshFixture::start("47110-47119", &authorize_plugin(dir.path(), &grant));
+    let f = SshFixture::start("27110-27119", &authorize_plugin(dir.path(), &grant));
     let otk = f.otk("admin", "edge-1").await;
     let input: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let (code, out, err) = forward(&f, &otk, echo, &input);
@@ -132,7 +132,7 @@ async fn a_max_ttl_grant_cuts_the_session_when_it_is_reached() {
     const TTL: u64 = 5;
     let dir = tempfile::tempdir().unwrap();
     let grant = hostile::allow_with("authorize", Some(TTL as u32), &[]);
-    let f = SshFixture::start("47120-47129", &authorize_plugin(dir.path(), &grant));
+    let f = SshFixture::start("27120-27129", &authorize_plugin(dir.path(), &grant));
     let otk = f.otk("admin", "edge-1").await;
     let spawned = Instant::now();
     let child = ssh(f.ssh_port, "admin:edge-1", &otk, &["exec sleep 64"])
@@ -165,7 +165,7 @@ async fn a_max_ttl_grant_cuts_the_session_when_it_is_reached() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn transient_ssh_access_expiry_cuts_within_a_second() {
-    let f = SshFixture::start("47130-47139", "");
+    let f = SshFixture::start("27130-27139", "");
     let c = client();
     let ticket = login(&c, &f.gw, "admin", "admin-pw").await;
     let (status, a) = post(

@@ -100,7 +100,7 @@ fn assert_no_keys_logged(result: &Value, f: &SshFixture) {
 #[tokio::test(flavor = "multi_thread")]
 async fn console_runs_a_command_and_shows_clear_errors() {
     let Some(dir) = tooling() else { return };
-    let f = SshFixture::start("49100-49109", "");
+    let f = SshFixture::start("29100-29109", "");
     let r = drive(&dir, "console", &f).await;
 
     // The command ran on the device through the browser terminal.
@@ -151,7 +151,7 @@ async fn console_runs_a_command_and_shows_clear_errors() {
 #[tokio::test(flavor = "multi_thread")]
 async fn tracking_page_updates_live_and_terminate_cuts_the_console() {
     let Some(dir) = tooling() else { return };
-    let f = SshFixture::start("49110-49119", "");
+    let f = SshFixture::start("29110-29119", "");
     let r = drive(&dir, "tracking", &f).await;
 
     assert_eq!(

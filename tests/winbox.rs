@@ -32,11 +32,11 @@ use tokio::net::TcpStream;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn allowed_source_is_forwarded_and_other_sources_are_refused_and_audited() {
     let echo = echo_server().await;
-    let f = Fixture::start("48000-48009", echo.addr, None).await;
+    let f = Fixture::start("28000-28009", echo.addr, None).await;
     let a = f.winbox("127.0.0.1/32").await;
     assert_eq!(a["type"], "winbox");
     let port = port_of(&a);
-    assert!((48000..=48009).contains(&port));
+    assert!((28000..=28009).contains(&port));
     assert_eq!(
         a["onclick"],
         format!(
@@ -77,7 +77,7 @@ async fn allowed_source_is_forwarded_and_other_sources_are_refused_and_audited()
 #[tokio::test(flavor = "multi_thread")]
 async fn refusal_rows_from_one_source_are_bounded() {
     let echo = echo_server().await;
-    let f = Fixture::start("48090-48099", echo.addr, None).await;
+    let f = Fixture::start("28110-28119", echo.addr, None).await;
     let a = f.winbox("127.0.0.1/32").await;
     let port = port_of(&a);
     wait_listening(port).await;
@@ -121,7 +121,7 @@ async fn refusal_rows_from_one_source_are_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hundred_megabytes_arrive_intact_both_ways() {
     let mut echo = echo_server().await;
-    let f = Fixture::start("48010-48019", echo.addr, None).await;
+    let f = Fixture::start("28010-28019", echo.addr, None).await;
     let a = f.winbox("127.0.0.0/8").await;
     let port = port_of(&a);
     wait_listening(port).await;
@@ -180,7 +180,7 @@ async fn hundred_megabytes_arrive_intact_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revoke_cuts_live_connections_within_a_second_and_closes_the_port() {
     let echo = echo_server().await;
-    let f = Fixture::start("48020-48029", echo.addr, None).await;
+    let f = Fixture::start("28020-28029", echo.addr, None).await;
     let a = f.winbox("127.0.0.1/32").await;
     let (port, id) = (port_of(&a), a["id"].as_str().unwrap().to_string());
     wait_listening(port).await;
@@ -215,10 +215,10 @@ async fn revoke_cuts_live_connections_within_a_second_and_closes_the_port() {
 async fn expiry_cuts_within_a_second_and_the_port_is_reused() {
     let echo = echo_server().await;
     // One port only: the second access can only get it once the first released it.
-    let f = Fixture::start("48030-48030", echo.addr, None).await;
+    let f = Fixture::start("28030-28030", echo.addr, None).await;
     let a = f.winbox("127.0.0.1/32").await;
     let (port, id) = (port_of(&a), a["id"].as_str().unwrap().to_string());
-    assert_eq!(port, 48030);
+    assert_eq!(port, 28030);
     wait_listening(port).await;
     let mut s = connect_from("127.0.0.1", port).await.unwrap();
     assert!(roundtrip(&mut s, b"before expiry").await);
@@ -243,7 +243,7 @@ async fn expiry_cuts_within_a_second_and_the_port_is_reused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn live_accesses_are_restored_after_a_restart() {
     let echo = echo_server().await;
-    let f = Fixture::start("48040-48049", echo.addr, None).await;
+    let f = Fixture::start("28040-28049", echo.addr, None).await;
     let live = f.winbox("127.0.0.1/32").await;
     let gone = f.winbox("127.0.0.1/32").await;
     let gone_id = gone["id"].as_str().unwrap();
@@ -263,15 +263,15 @@ async fn live_accesses_are_restored_after_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_port_held_by_another_socket_is_bound_once_it_is_free() {
     let echo = echo_server().await;
-    let blocker = std::net::TcpListener::bind("127.0.0.1:48100").unwrap();
-    let f = Fixture::start("48100-48100", echo.addr, None).await;
+    let blocker = std::net::TcpListener::bind("127.0.0.1:28100").unwrap();
+    let f = Fixture::start("28100-28100", echo.addr, None).await;
     let a = f.winbox("127.0.0.1/32").await;
-    assert_eq!(port_of(&a), 48100);
+    assert_eq!(port_of(&a), 28100);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(f.gw.log_shows("event=transient.listen_failed", Duration::from_secs(5)));
     drop(blocker);
-    wait_listening(48100).await;
-    let mut s = connect_from("127.0.0.1", 48100).await.unwrap();
+    wait_listening(28100).await;
+    let mut s = connect_from("127.0.0.1", 28100).await.unwrap();
     assert!(roundtrip(&mut s, b"late but there").await);
 }
 
@@ -282,7 +282,7 @@ async fn private_sources_follow_allow_rfc1918_through_the_policy() {
     let tmp = tempfile::tempdir().unwrap();
     let text = config(
         &tmp.path().join("data"),
-        "48050-48059",
+        "28050-28059",
         "127.0.0.1:9".parse().unwrap(),
         None,
     );
@@ -359,7 +359,7 @@ async fn private_sources_follow_allow_rfc1918_through_the_policy() {
 async fn routeros_users_are_created_and_removed_with_exact_requests() {
     let echo = echo_server().await;
     let router = RouterOsDouble::start(ROUTER_USER, ROUTER_PW).await;
-    let f = Fixture::start("48060-48069", echo.addr, Some(&router)).await;
+    let f = Fixture::start("28060-28069", echo.addr, Some(&router)).await;
     let (status, a) = f
         .create(
             MT_ID,
@@ -438,7 +438,7 @@ async fn failed_provisioning_answers_502_and_leaves_nothing_behind() {
     let echo = echo_server().await;
     let router = RouterOsDouble::start(ROUTER_USER, ROUTER_PW).await;
     // One port: if the failed access kept it, the next creation would get 503.
-    let f = Fixture::start("48070-48070", echo.addr, Some(&router)).await;
+    let f = Fixture::start("28070-28070", echo.addr, Some(&router)).await;
     router.state.lock().unwrap().reject_put = Some("failure: not enough permissions".into());
     let body = json!({"expire_after_minutes": 15, "type": "winbox", "full_access": true});
     let got = f.create(MT_ID, body.clone()).await;
@@ -458,13 +458,13 @@ async fn failed_provisioning_answers_502_and_leaves_nothing_behind() {
     .await;
     assert_eq!(list, json!([]));
     assert!(pending(&f, MT_ID).await.is_empty());
-    assert!(TcpStream::connect(("127.0.0.1", 48070)).await.is_err());
+    assert!(TcpStream::connect(("127.0.0.1", 28070)).await.is_err());
 
     // The port is free again, and a working device gets its user.
     router.state.lock().unwrap().reject_put = None;
     let (status, a) = f.create(MT_ID, body).await;
     assert_eq!(status, 201, "{a}");
-    assert_eq!(port_of(&a), 48070);
+    assert_eq!(port_of(&a), 28070);
     assert_eq!(router.users().len(), 1);
     assert!(
         f.gw.plain_log()
@@ -482,7 +482,7 @@ async fn a_certificate_other_than_the_pinned_one_is_refused() {
     let path = tmp.path().join("sallyport.toml");
     let text = config(
         &tmp.path().join("data"),
-        "48080-48089",
+        "28080-28089",
         echo.addr,
         Some(&router),
     )
@@ -510,7 +510,7 @@ async fn a_certificate_other_than_the_pinned_one_is_refused() {
 async fn removal_is_retried_while_the_device_is_unreachable_and_shown_pending() {
     let echo = echo_server().await;
     let mut router = RouterOsDouble::start(ROUTER_USER, ROUTER_PW).await;
-    let f = Fixture::start("48090-48099", echo.addr, Some(&router)).await;
+    let f = Fixture::start("28090-28099", echo.addr, Some(&router)).await;
     let (status, a) = f
         .create(
             MT_ID,

@@ -14,6 +14,9 @@ pub const ADMIN_KEY: &str = "admin-api-key-0123456789abcdef";
 
 /// A config with users of every kind: `admin` (sudo, all devices, full), `alice` (read-only on
 /// `edge-*`), `bob` (full on `edge-*` and `core-*`, no sudo), `carol` (no groups).
+///
+/// Each test passes its own `ports`, all below Linux's ephemeral range (32768-60999): a range
+/// inside it fails at random when another test's outgoing socket holds one of its ports.
 pub fn config(data_dir: &Path, ports: &str) -> String {
     format!(
         r#"

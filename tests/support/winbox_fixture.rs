@@ -253,8 +253,9 @@ pub async fn wait_listening(port: u16) {
     loop {
         match TcpStream::connect(("127.0.0.1", port)).await {
             // Nothing listening, and the kernel gave this connection `port` as its own source
-            // port (the transient range lies in the ephemeral one): TCP's simultaneous open
-            // connects the socket to itself. That is not the listener.
+            // port (possible whenever a transient range lies in the ephemeral one; the tests'
+            // ranges sit below it for that reason): TCP's simultaneous open connects the socket
+            // to itself. That is not the listener.
             Ok(s) if s.local_addr().ok() == s.peer_addr().ok() => {
                 drop(s);
                 tokio::time::sleep(Duration::from_millis(20)).await;
