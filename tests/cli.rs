@@ -407,3 +407,35 @@ fn plugin_build_makes_a_component_that_the_engine_runs() {
         text(&out)
     );
 }
+
+#[test]
+fn serve_warns_when_transient_ports_lie_in_the_ephemeral_range() {
+    const WARNING: &str = "can be taken by outgoing connections";
+    // The expectation depends on this machine's settings: only assert the warning where the
+    // kernel really can hand out 40000 as a source port.
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let reserved = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports").unwrap();
+    let bounds: Vec<u32> = range
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    if !(bounds[0]..=bounds[1]).contains(&40000) || !reserved.trim().is_empty() {
+        eprintln!(
+            "40000 is not an unreserved ephemeral port here ({range:?}, {reserved:?}); skipping"
+        );
+        return;
+    }
+    let (_tmp, cfg) = setup("40000-40009");
+    let gw = Gateway::start(&cfg);
+    assert!(gw.log_shows(WARNING, std::time::Duration::from_secs(5)));
+    assert!(
+        gw.plain_log()
+            .contains("net.ipv4.ip_local_reserved_ports=40000-40009")
+    );
+    drop(gw);
+
+    let (_tmp, cfg) = setup("26400-26409");
+    let gw = Gateway::start(&cfg);
+    // The gateway is up (it printed its ports); a warning would have come before that.
+    assert!(!gw.plain_log().contains(WARNING), "{}", gw.plain_log());
+}

@@ -106,6 +106,8 @@ impl Gateway {
             store.clone(),
         )?);
         let policy = Arc::new(Policy::load(&config, &data, metrics.clone())?);
+        let ports = config.server.port_range()?;
+        crate::tcp::ephemeral::warn_if_exposed(&ports);
         let issuer = Arc::new(
             Issuer::new(
                 store.clone() as Arc<dyn Store>,
@@ -114,7 +116,7 @@ impl Gateway {
                 sealer,
                 metrics.clone(),
                 IssuerConfig {
-                    ports: config.server.port_range()?,
+                    ports,
                     public_host: config.server.public_host.clone(),
                     max_otk_duration_secs: config.server.max_otk_duration_secs,
                     ticket_ttl_secs: config.server.ticket_ttl_secs,

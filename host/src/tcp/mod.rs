@@ -4,8 +4,10 @@
 //! ([`listeners`]); every connection on it is checked by the policy and spliced to the device's
 //! `winbox` address ([`winbox`], [`splice`]); when the access expires or is revoked, the
 //! listener closes and its connections are cut. Nothing here decides access: the issuer asks
-//! the policy.
+//! the policy. [`ephemeral`] warns at start when the port range can collide with the
+//! kernel's outgoing source ports.
 
+pub mod ephemeral;
 pub mod listeners;
 mod splice;
 mod winbox;
