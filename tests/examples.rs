@@ -15,6 +15,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use common::*;
 use serde_json::json;
@@ -357,5 +358,72 @@ async fn the_python_wasi_plugin_loads_and_decides() {
     let admin = login(&c, &gw, "admin", "admin-pw").await;
     let got = open(&c, &gw, &admin, "admin", "edge-1", 60).await;
     assert_eq!(got.0, 200, "{got:?}\n{}", gw.log());
+    gw.stop();
+}
+
+/// The lifetime in seconds of every session of `user` in the tracking list, oldest first.
+async fn lifetimes(c: &reqwest::Client, gw: &Gateway, ticket: &str, user: &str) -> Vec<i64> {
+    let (status, list) = get(c, gw, ticket, "/api/v1/tracking/opensessions").await;
+    assert_eq!(status, 200, "{list}");
+    let t = |s: &serde_json::Value, k: &str| {
+        time::OffsetDateTime::parse(
+            s[k].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    let mut mine: Vec<(time::OffsetDateTime, i64)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["user"] == user)
+        .map(|s| {
+            let created = t(s, "created_at");
+            (created, (t(s, "expires_at") - created).whole_seconds())
+        })
+        .collect();
+    mine.sort();
+    mine.into_iter().map(|(_, secs)| secs).collect()
+}
+
+#[tokio::test]
+async fn a_drop_in_takes_its_config_from_the_sidecar_and_reloads_when_it_changes() {
+    let Some(wasm) = component("max-ttl") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = tmp.path().join("data/plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(&wasm, plugins.join("clamp.wasm")).unwrap();
+    std::fs::write(
+        plugins.join("clamp.toml"),
+        "deadline_ms = 200\n[config]\nmax_ttl_seconds = 120\n",
+    )
+    .unwrap();
+    let gw = Gateway::start(&write_config(tmp.path(), "26350-26359", ""));
+    let c = client();
+    let admin = login(&c, &gw, "admin", "admin-pw").await;
+    assert_eq!(open(&c, &gw, &admin, "admin", "edge-1", 3600).await.0, 200);
+    assert_eq!(lifetimes(&c, &gw, &admin, "admin").await, [120]);
+
+    // A new sidecar (written whole, then renamed into place) is a new version of the plugin.
+    let next = plugins.join(".clamp.toml.tmp");
+    std::fs::write(&next, "[config]\nmax_ttl_seconds = 300\n").unwrap();
+    std::fs::rename(&next, plugins.join("clamp.toml")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        assert_eq!(open(&c, &gw, &admin, "admin", "edge-1", 3600).await.0, 200);
+        let seen = lifetimes(&c, &gw, &admin, "admin").await;
+        if seen.last() == Some(&300) {
+            assert!(seen.iter().all(|s| *s == 120 || *s == 300), "{seen:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sidecar change not applied: {seen:?}\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     gw.stop();
 }

@@ -226,18 +226,24 @@ async fn drop_ins_combine_reload_and_keep_the_old_version_when_broken() {
             .unwrap()
             .contains("maintenance window")
     );
-    // Abstain is neutral next to the built-in allow.
-    drop_in(&dir, "closed.wasm", &hostile::abstain("authorize")).await;
-    wait_for(&c, &gw, &admin, |g| g.0 == 200).await;
-    // A broken new version keeps the old one.
+    // A broken new version keeps the old one: still the deny, not an empty hook.
     drop_in(&dir, "closed.wasm", b"\0asm garbage").await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(issue(&c, &gw, &admin).await.0, 200);
     assert!(
-        gw.log().contains("keeping the previous version"),
+        gw.log_shows("keeping the previous version", Duration::from_secs(5)),
         "{}",
         gw.log()
     );
+    let kept = issue(&c, &gw, &admin).await;
+    assert_eq!(kept.0, 403, "{kept:?}");
+    assert!(
+        kept.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("maintenance window")
+    );
+    // Abstain is neutral next to the built-in allow.
+    drop_in(&dir, "closed.wasm", &hostile::abstain("authorize")).await;
+    wait_for(&c, &gw, &admin, |g| g.0 == 200).await;
     // Removing it unloads it; a sudo-world drop-in lands on the sudo hook only.
     std::fs::remove_file(dir.join("closed.wasm")).unwrap();
     drop_in(
@@ -378,9 +384,64 @@ fn a_plugin_that_cannot_load_stops_the_start_naming_its_file() {
             .unwrap();
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
+        // The file is named by the path it was configured with.
         assert!(
-            err.contains(needle) && err.contains(file.trim_end_matches(".wasm")),
+            err.contains(needle) && err.contains(&format!("policies/{file}")),
             "{file}: {err}"
         );
     }
+}
+
+#[tokio::test]
+async fn plugin_names_are_unique() {
+    let (tmp, cfg) = setup("26250-26259");
+    let gw = Gateway::start(&cfg);
+    let c = client();
+    let admin = login(&c, &gw, "admin", "admin-pw").await;
+    // A drop-in named like a built-in plugin is ignored (and said so), not loaded beside it.
+    drop_in(
+        &plugins_dir(&tmp),
+        "builtin-authorize.wasm",
+        &hostile::deny("authorize", "impostor"),
+    )
+    .await;
+    assert!(
+        gw.log_shows("has the name of another plugin", Duration::from_secs(5)),
+        "{}",
+        gw.log()
+    );
+    for _ in 0..5 {
+        assert_eq!(issue(&c, &gw, &admin).await.0, 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw.stop();
+
+    // At start, the same name twice is an error naming both files.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    for sub in ["a", "b"] {
+        let d = tmp.path().join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("same.wasm"), hostile::abstain("authorize")).unwrap();
+    }
+    let twice = tmp.path().join("twice.toml");
+    std::fs::write(
+        &twice,
+        format!(
+            "{text}\n[[plugins]]\nhook = \"authorize\"\npath = \"a/same.wasm\"\n\
+             [[plugins]]\nhook = \"authorize\"\npath = \"b/same.wasm\"\n"
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sallyport"))
+        .args(["serve", "--config", twice.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("two plugins are named \"same\"")
+            && err.contains("a/same.wasm")
+            && err.contains("b/same.wasm"),
+        "{err}"
+    );
 }

@@ -65,10 +65,21 @@ impl std::fmt::Debug for Plugin {
 #[derive(Clone)]
 enum Origin {
     Builtin(&'static [u8]),
-    /// A `[[plugins]]` file: its directory and name within it.
-    Configured(Arc<Dir>, String),
+    /// A `[[plugins]]` file: its directory, its name within it, and its path as configured.
+    Configured(Arc<Dir>, String, String),
     /// `plugins_dir/NAME.wasm`.
     DropIn(String),
+}
+
+impl Origin {
+    /// Where the plugin comes from, for messages.
+    fn describe(&self) -> String {
+        match self {
+            Origin::Builtin(_) => "the built-in policy".into(),
+            Origin::Configured(_, _, path) => format!("[[plugins]] {path}"),
+            Origin::DropIn(f) => format!("drop-in {f}"),
+        }
+    }
 }
 
 /// Everything needed to (re)load one plugin.
@@ -200,7 +211,11 @@ impl Loader {
             specs.push(Spec {
                 name: file.trim_end_matches(".wasm").to_string(),
                 hook: Some(p.hook),
-                origin: Origin::Configured(Arc::new(dir), file.to_string()),
+                origin: Origin::Configured(
+                    Arc::new(dir),
+                    file.to_string(),
+                    path.display().to_string(),
+                ),
                 config: Arc::new(flatten(&p.config)),
                 limits: Limits {
                     deadline: p
@@ -209,6 +224,21 @@ impl Loader {
                     memory_bytes: p.memory_mb.map_or(defaults.memory_bytes, mb),
                 },
             });
+        }
+        // Names key the reload bookkeeping, the metrics and the audit rows: two plugins with
+        // one name would be indistinguishable there (and each would be carried over for the
+        // other on every reload pass).
+        let mut names = HashMap::new();
+        for (i, spec) in specs.iter().enumerate() {
+            if let Some(first) = names.insert(spec.name.as_str(), i) {
+                return Err(PolicyError::Config(format!(
+                    "two plugins are named {:?} ({} and {}): a plugin's name is its file name \
+                     without `.wasm`, and must be unique; rename one of the files",
+                    spec.name,
+                    specs[first].origin.describe(),
+                    spec.origin.describe()
+                )));
+            }
         }
         let dir = config.server.plugins_dir();
         std::fs::create_dir_all(&dir).map_err(|e| PolicyError::Io(dir.display().to_string(), e))?;
@@ -288,7 +318,9 @@ impl Loader {
     fn load(&self, spec: &Spec) -> Result<Plugin, String> {
         let bytes = match &spec.origin {
             Origin::Builtin(b) => b.to_vec(),
-            Origin::Configured(dir, file) => read(dir, file).map_err(|e| format!("{file}: {e}"))?,
+            Origin::Configured(dir, file, _) => {
+                read(dir, file).map_err(|e| format!("{file}: {e}"))?
+            }
             Origin::DropIn(file) => {
                 let dir = self.drop_in.as_ref().ok_or("no drop-in directory")?;
                 read(dir, file).map_err(|e| format!("{file}: {e}"))?
@@ -352,7 +384,7 @@ impl Loader {
     fn key(spec: &Spec) -> String {
         match &spec.origin {
             Origin::Builtin(_) => format!("builtin:{}", spec.name),
-            Origin::Configured(_, f) => format!("configured:{}:{f}", spec.name),
+            Origin::Configured(_, f, _) => format!("configured:{}:{f}", spec.name),
             Origin::DropIn(f) => format!("drop-in:{f}"),
         }
     }
@@ -360,7 +392,7 @@ impl Loader {
     fn fingerprint_of(&self, spec: &Spec) -> Fingerprint {
         match &spec.origin {
             Origin::Builtin(_) => Vec::new(),
-            Origin::Configured(dir, f) => fingerprint(dir, &[f]),
+            Origin::Configured(dir, f, _) => fingerprint(dir, &[f]),
             Origin::DropIn(f) => match &self.drop_in {
                 Some(dir) => {
                     fingerprint(dir, &[f, &format!("{}.toml", f.trim_end_matches(".wasm"))])
@@ -368,6 +400,12 @@ impl Loader {
                 None => Vec::new(),
             },
         }
+    }
+
+    /// The name a drop-in file would have, if a configured or built-in plugin has it already.
+    fn taken(&self, file: &str) -> Option<&Spec> {
+        let stem = file.trim_end_matches(".wasm");
+        self.specs.iter().find(|s| s.name == stem)
     }
 
     fn drop_in_files(&self) -> Vec<String> {
@@ -391,13 +429,22 @@ impl Loader {
     pub fn initial(&mut self) -> Result<Vec<Arc<Plugin>>, PolicyError> {
         let mut specs = self.specs.clone();
         for f in self.drop_in_files() {
+            if let Some(other) = self.taken(&f) {
+                return Err(PolicyError::Plugin(format!(
+                    "{f} in the plugins directory has the name of {}; rename the file",
+                    other.origin.describe()
+                )));
+            }
             specs.push(self.drop_in_spec(&f).map_err(PolicyError::Plugin)?);
         }
         let mut out = Vec::new();
         for spec in specs {
             self.seen
                 .insert(Self::key(&spec), self.fingerprint_of(&spec));
-            out.push(Arc::new(self.load(&spec).map_err(PolicyError::Plugin)?));
+            let loaded = self
+                .load(&spec)
+                .map_err(|e| PolicyError::Plugin(format!("{}: {e}", spec.origin.describe())))?;
+            out.push(Arc::new(loaded));
         }
         Ok(out)
     }
@@ -408,6 +455,15 @@ impl Loader {
         let files = self.drop_in_files();
         let mut changed = false;
         for f in &files {
+            if let Some(other) = self.taken(f) {
+                // Said once per file, not on every pass; the file is never loaded.
+                let key = format!("drop-in:{f}:name-taken");
+                if !self.seen.contains_key(&key) {
+                    tracing::error!(plugin = %f, other = %other.origin.describe(), "a drop-in has the name of another plugin and is ignored; rename the file");
+                    self.seen.insert(key, Vec::new());
+                }
+                continue;
+            }
             match self.drop_in_spec(f) {
                 Ok(s) => specs.push(s),
                 Err(e) => {
