@@ -458,10 +458,11 @@ impl Loader {
             if let Some(other) = self.taken(f) {
                 // Said once per file, not on every pass; the file is never loaded.
                 let key = format!("drop-in:{f}:name-taken");
-                if !self.seen.contains_key(&key) {
-                    tracing::error!(plugin = %f, other = %other.origin.describe(), "a drop-in has the name of another plugin and is ignored; rename the file");
-                    self.seen.insert(key, Vec::new());
-                }
+                let other = other.origin.describe();
+                self.seen.entry(key).or_insert_with(|| {
+                    tracing::error!(plugin = %f, %other, "a drop-in has the name of another plugin and is ignored; rename the file");
+                    Vec::new()
+                });
                 continue;
             }
             match self.drop_in_spec(f) {
