@@ -649,3 +649,49 @@ async fn gateway_shutdown_closes_sessions_with_a_message() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("shutting down"), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transient_ssh_listeners_use_transient_listen_ip_and_retry_a_held_port() {
+    // Another socket holds the access's port on the transient address.
+    let blocker = std::net::TcpListener::bind("127.0.0.3:27140").unwrap();
+    let f = SshFixture::start("27140-27140", "transient_listen_ip = \"127.0.0.3\"");
+    let ticket = login(&client(), &f.gw, "admin", "admin-pw").await;
+    let a = create_transient(&f, &ticket, "127.0.0.0/8").await;
+    let (user, pass) = (
+        a["username"].as_str().unwrap(),
+        a["password"].as_str().unwrap(),
+    );
+    assert_eq!(a["port"], 27140);
+    assert!(
+        f.gw.log_shows("event=transient.listen_failed", Duration::from_secs(5)),
+        "{}",
+        f.gw.plain_log()
+    );
+    drop(blocker);
+    let login_on = |host: &str| {
+        let mut cmd = Command::new("sshpass");
+        cmd.args(["-p", pass, "ssh", "-p", "27140"])
+            .args(SSH_OPTS)
+            .arg(format!("{user}@{host}"))
+            .arg("whoami")
+            .stdin(Stdio::null());
+        run_for(cmd, T)
+    };
+    // The listener is retried every second once the port is free.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, out, err) = login_on("127.0.0.3");
+        if code == 0 {
+            assert_eq!(out.trim(), FULL_USER);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never listened: {err}\n{}",
+            f.gw.plain_log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Only there: not on the IP of `ssh_listen`.
+    assert!(std::net::TcpStream::connect("127.0.0.1:27140").is_err());
+}

@@ -548,3 +548,35 @@ async fn removal_is_retried_while_the_device_is_unreachable_and_shown_pending() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ports_accept_as_soon_as_the_api_answers_and_the_gateway_says_it_is_up() {
+    let echo = echo_server().await;
+    let f = Fixture::start("28200-28299", echo.addr, None).await;
+    // No waiting anywhere: a client that connects right after the 201 must not be refused.
+    let mut ports = Vec::new();
+    for i in 0..100 {
+        let port = port_of(&f.winbox("127.0.0.1/32").await);
+        let mut s = connect_from("127.0.0.1", port)
+            .await
+            .unwrap_or_else(|e| panic!("access {i}: port {port} refused right after 201: {e}"));
+        if i % 10 == 0 {
+            assert!(roundtrip(&mut s, b"at once").await);
+        }
+        ports.push(port);
+    }
+    // Nor right after a restarted gateway prints that it is up: with a hundred listeners to
+    // restore, a gateway that announced itself first would still be binding the last ones.
+    let Fixture { tmp, gw, .. } = f;
+    let path = gw.config_path.clone();
+    gw.stop();
+    let gw = Gateway::start(&path);
+    for port in ports.iter().rev() {
+        connect_from("127.0.0.1", *port)
+            .await
+            .unwrap_or_else(|e| panic!("port {port} refused after the restart: {e}"));
+    }
+    let mut s = connect_from("127.0.0.1", ports[0]).await.unwrap();
+    assert!(roundtrip(&mut s, b"after restart").await);
+    drop((gw, tmp));
+}

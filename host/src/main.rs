@@ -127,10 +127,19 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         } else {
             "http"
         };
-        println!("sallyport: api listening on {scheme}://{bound}");
-        // Printed last: once it is out, every listener is up.
-        println!("sallyport: ssh listening on {ssh_bound}");
-        std::io::stdout().flush()?;
+        // Announced once the listeners of accesses still live are back (both services start
+        // with `server::run` and `ssh::serve`); the last line says every listener is up.
+        let issuer = gateway.issuer.clone();
+        tokio::spawn(async move {
+            use sallyport::store::TransientKind;
+            issuer
+                .listening()
+                .restored(&[TransientKind::Ssh, TransientKind::Winbox])
+                .await;
+            println!("sallyport: api listening on {scheme}://{bound}");
+            println!("sallyport: ssh listening on {ssh_bound}");
+            let _ = std::io::stdout().flush();
+        });
         server::run(&gateway, listener, async move {
             shutdown_signal().await;
             let _ = stop_tx.send(());

@@ -247,7 +247,8 @@ pub async fn connect_from(from: &str, port: u16) -> std::io::Result<TcpStream> {
         .await
 }
 
-/// Waits until the access's listener accepts connections (it opens just after the API answers).
+/// Waits until the access's listener accepts connections: it is open when the API answers,
+/// unless its port was held by another socket (then it is retried every second).
 pub async fn wait_listening(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

@@ -8,6 +8,7 @@
 
 mod connect;
 pub mod humanize;
+pub mod listening;
 mod provisioning;
 mod refusals;
 pub mod seal;
@@ -124,6 +125,8 @@ pub struct Issuer {
     tickets: tickets::TicketCache,
     /// Where [`Issuer::audit_later`] sends rows (the server's batching writer).
     audit_sink: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Vec<AuditEvent>>>,
+    /// Which per-access listeners are open, so answers can wait for them.
+    listening: listening::Listening,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -156,7 +159,13 @@ impl Issuer {
             refusals: refusals::RefusalLimiter::default(),
             tickets: tickets::TicketCache::default(),
             audit_sink: std::sync::OnceLock::new(),
+            listening: listening::Listening::default(),
         }
+    }
+
+    /// The per-access listeners' reports (see [`listening`]).
+    pub fn listening(&self) -> &listening::Listening {
+        &self.listening
     }
 
     /// Creates and removes device-side users of transient accesses with `p`.

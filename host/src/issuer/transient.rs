@@ -156,9 +156,15 @@ impl Issuer {
             .issued
             .get_or_create(&Metrics::kind("transient"))
             .inc();
+        // Registered before the listener service hears of the access, so its report is not
+        // missed; the answer goes out once the port accepts connections.
+        let ready = self.listening.expect(created.kind, created.id);
         let _ = self
             .events
             .send(Lifecycle::TransientCreated { id: created.id });
+        if let Some(rx) = ready {
+            self.listening.wait(created.id, rx).await;
+        }
         Ok(created)
     }
 

@@ -8,7 +8,7 @@
 //!   injection.
 //! - [`bridge`]: one user channel ↔ one device channel, requests and data.
 //! - [`live`]: live connections by session or access, so endings cut them.
-//! - [`transient`]: one listener per live transient access of type `ssh`.
+//! - [`transient`]: what a transient access of type `ssh` serves on its own port.
 //! - [`limits`]: per-source penalties and the unauthenticated-connection cap.
 //!
 //! Every access decision goes through the issuer, which asks `policy`; nothing here decides.
@@ -34,6 +34,7 @@ use tokio::sync::{broadcast, watch};
 use crate::config::ServerConfig;
 use crate::issuer::{Issuer, Lifecycle};
 use crate::lanes::Lanes;
+use crate::tcp::listeners::Listeners;
 
 pub(crate) use client::{DeviceError, DeviceLink};
 pub use hostkey::HOST_KEY_FILE;
@@ -56,8 +57,8 @@ pub enum SshError {
 /// Settings taken from `[server]`.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
-    /// Address the per-access listeners bind to (the IP of `ssh_listen`).
-    pub bind_ip: IpAddr,
+    /// Address the per-access listeners bind to (`transient_listen_ip`, as for Winbox).
+    pub transient_ip: IpAddr,
     pub login_grace: Duration,
 }
 
@@ -105,7 +106,7 @@ impl SshService {
             }),
             live: live::Live::default(),
             settings: Settings {
-                bind_ip: cfg.ssh_listen.ip(),
+                transient_ip: cfg.transient_listen_ip,
                 login_grace: Duration::from_secs(cfg.ssh_login_grace_secs),
             },
             lanes,
@@ -149,14 +150,23 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     // Subscribe before restoring listeners, so an access created meanwhile is not missed.
     let events = service.issuer.subscribe();
-    let transients = Arc::new(transient::Transients::new(service.clone(), stop_rx.clone()));
-    transients.sync().await;
-    let watcher = tokio::spawn(watch_lifecycle(
-        service.clone(),
-        transients.clone(),
-        events,
-        stop_rx.clone(),
+    let listener_events = service.issuer.subscribe();
+    let transients = Arc::new(Listeners::new(
+        service.issuer.clone(),
+        Arc::new(transient::SshAccesses::new(
+            service.clone(),
+            stop_rx.clone(),
+        )),
+        service.settings.transient_ip,
+        service.lanes.clone(),
     ));
+    let listening = tokio::spawn(transients.run(listener_events, {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    }));
+    let watcher = tokio::spawn(watch_lifecycle(service.clone(), events, stop_rx.clone()));
     let accepting = conn::accept_loop(
         service.clone(),
         listener,
@@ -169,7 +179,7 @@ pub async fn serve(
         _ = accepting => {}
     }
     let _ = stop_tx.send(true);
-    transients.close_all();
+    let _ = listening.await;
     let _ = watcher.await;
     service.live.wait_idle(Duration::from_secs(5)).await;
 }
@@ -178,7 +188,6 @@ pub async fn serve(
 /// start and stop per-access listeners.
 async fn watch_lifecycle(
     service: Arc<SshService>,
-    transients: Arc<transient::Transients>,
     mut events: broadcast::Receiver<Lifecycle>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -193,17 +202,16 @@ async fn watch_lifecycle(
                 "sallyport: the session was terminated",
             ),
             Ok(Lifecycle::TransientEnded { id }) => {
-                transients.close(id);
                 service.live.cut(
                     &live::LiveKey::Transient(id),
                     "sallyport: the transient access was revoked or has expired",
                 );
             }
-            Ok(Lifecycle::TransientCreated { .. }) => transients.sync().await,
+            // The listeners follow the same events themselves.
+            Ok(Lifecycle::TransientCreated { .. }) => {}
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 // Events were lost: rebuild from the store, which is the truth.
                 tracing::warn!(missed = n, "lifecycle events lagged; resynchronising");
-                transients.sync().await;
                 service.live.recheck(&service.issuer).await;
             }
             Err(broadcast::error::RecvError::Closed) => return,

@@ -8,9 +8,13 @@
 //! the kernel's ephemeral ports unless `net.ipv4.ip_local_reserved_ports` excludes it) is
 //! audited once and retried every second until the access ends.
 //!
+//! Each open listener (and each failed first attempt) is reported to the issuer's
+//! [`crate::issuer::listening`], so the answer that created the access goes out once its port
+//! accepts connections, and the gateway announces itself only after restoring listeners.
+//!
 //! Closing an access's listener also flips its `ended` signal, which every connection accepted
-//! on it watches, so ending an access cuts its connections. The Winbox forwarder uses this with
-//! a raw TCP handler; an SSH handler could use it the same way.
+//! on it watches, so ending an access cuts its connections. The Winbox forwarder serves raw TCP
+//! ([`super::winbox`]), the SSH forwarder SSH logins (`ssh::transient`).
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -149,8 +153,11 @@ impl<H: AccessHandler> Listeners<H> {
                     }
                 });
                 self.open.lock().insert(access.id, Open { task, ended });
+                self.issuer.listening().opened(access.id);
             }
             Err(e) => {
+                // The answer creating the access need not wait for the retries.
+                self.issuer.listening().opened(access.id);
                 tracing::warn!(access = %access.id, %addr, error = %e, "cannot listen; retrying every second");
                 // Audited once per access, not once per retry.
                 if !self.failed.lock().insert(access.id) {
@@ -205,7 +212,10 @@ impl<H: AccessHandler> Listeners<H> {
         mut events: broadcast::Receiver<Lifecycle>,
         shutdown: impl Future<Output = ()>,
     ) {
+        let issuer = self.issuer.clone();
+        let _serving = issuer.listening().serve(H::KIND);
         self.sync().await;
+        issuer.listening().mark_restored(H::KIND);
         tokio::pin!(shutdown);
         let mut retry = tokio::time::interval(RETRY);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
