@@ -13,6 +13,8 @@
 mod common;
 #[path = "support/winbox_fixture.rs"]
 mod fixture;
+#[path = "common/hostile.rs"]
+mod hostile;
 #[path = "support/routeros_double.rs"]
 mod routeros_double;
 
@@ -579,4 +581,68 @@ async fn ports_accept_as_soon_as_the_api_answers_and_the_gateway_says_it_is_up()
     let mut s = connect_from("127.0.0.1", ports[0]).await.unwrap();
     assert!(roundtrip(&mut s, b"after restart").await);
     drop((gw, tmp));
+}
+
+/// Installs `wasm` as the drop-in `name` (written whole, then renamed into place) and waits
+/// until the gateway has loaded that name `loads` times.
+fn drop_in_plugin(f: &Fixture, name: &str, wasm: &[u8], loads: usize) {
+    let dir = f.tmp.path().join("data/plugins");
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, wasm).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stem = name.trim_end_matches(".wasm");
+    let line = format!("policy plugin loaded plugin={stem} ");
+    while f.gw.plain_log().matches(&line).count() < loads {
+        assert!(
+            Instant::now() < deadline,
+            "{name} not loaded:\n{}",
+            f.gw.plain_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_policy_grant_limits_winbox_connections() {
+    let echo = echo_server().await;
+    let f = Fixture::start("28130-28139", echo.addr, None).await;
+    let port = port_of(&f.winbox("127.0.0.1/32").await);
+    let mut before = connect_from("127.0.0.1", port).await.unwrap();
+    assert!(roundtrip(&mut before, b"no plugin yet").await);
+
+    // A connect-time grant of two seconds: later connections are cut then.
+    drop_in_plugin(
+        &f,
+        "short.wasm",
+        &hostile::allow_with("authorize", Some(2), &[]),
+        1,
+    );
+    let mut s = connect_from("127.0.0.1", port).await.unwrap();
+    let start = Instant::now();
+    assert!(roundtrip(&mut s, b"for now").await);
+    let closed = time_to_close(&mut s, Duration::from_secs(5)).await;
+    let took = start.elapsed();
+    assert!(
+        closed.is_some(),
+        "still open after 5 s\n{}",
+        f.gw.plain_log()
+    );
+    assert!(
+        took >= Duration::from_millis(1900) && took <= Duration::from_secs(3),
+        "cut after {took:?}, the grant allows 2 s"
+    );
+    assert!(f.gw.log_shows("longest time its policy allows", Duration::from_secs(2)));
+    // The connection decided before the plugin came keeps its own decision.
+    assert!(roundtrip(&mut before, b"still here").await);
+
+    // A grant capping this full access to read-only cannot be met by its device user: refused.
+    drop_in_plugin(&f, "short.wasm", &hostile::allow_read_only("authorize"), 2);
+    let mut s = connect_from("127.0.0.1", port).await.unwrap();
+    assert!(!roundtrip(&mut s, b"x").await);
+    assert!(
+        f.gw.log_shows("the policy allows read-only", Duration::from_secs(2)),
+        "{}",
+        f.gw.plain_log()
+    );
 }

@@ -91,6 +91,14 @@ pub fn allow_with(export: &str, ttl: Option<u32>, obligations: &[&str]) -> Vec<u
     component(export, "(i32.const 2048)", &d, "")
 }
 
+/// `allow` with a grant capped to `access = read-only`.
+pub fn allow_read_only(export: &str) -> Vec<u8> {
+    let mut d = vec![0u8; 24];
+    d[12] = 1; // option<access-level>: some
+    d[13] = 1; // read-only
+    component(export, "(i32.const 2048)", &d, "")
+}
+
 /// `deny(reason)`.
 pub fn deny(export: &str, reason: &str) -> Vec<u8> {
     let mut d = vec![0u8; 16];

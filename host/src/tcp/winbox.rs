@@ -1,7 +1,9 @@
 //! The Winbox handler: every connection accepted on an access's port is checked by the policy
 //! (`source` and `authorize`, action `connect`, protocol `winbox`, the peer's address) and, if
-//! allowed, spliced to the device's `winbox` address until either side closes or the access
-//! ends. Winbox itself authenticates on the device, with the user the provisioner created.
+//! allowed, spliced to the device's `winbox` address until either side closes, the access
+//! ends, or the policy's grant runs out (`max-ttl-seconds`, counted from the connection's
+//! start). Winbox itself authenticates on the device, with the user the provisioner created,
+//! so a grant that caps a full access to read-only cannot be met there and is a refusal.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use super::TcpError;
 use super::listeners::AccessHandler;
 use super::splice::{self, BufferPool, Counters};
 use crate::audit::{self, now_ms};
+use crate::config::AccessLevel;
 use crate::issuer::Issuer;
 use crate::store::{AuditEvent, TransientAccess, TransientKind};
 
@@ -78,14 +81,25 @@ impl Winbox {
         mut ended: watch::Receiver<bool>,
     ) {
         // A refusal is audited by the issuer; dropping the stream closes it at once.
-        if self
-            .issuer
-            .connect_winbox(&access, peer.ip())
-            .await
-            .is_err()
-        {
+        let Ok(grant) = self.issuer.connect_winbox(&access, peer.ip()).await else {
+            return;
+        };
+        // The device-side user was made with the access's level and Winbox logs in as it: a
+        // grant capping a full access to read-only cannot be honoured, so it refuses.
+        if access.full_access && grant.cap(AccessLevel::Full) != AccessLevel::Full {
+            self.audit(
+                &access,
+                peer,
+                "connect.refused",
+                "deny",
+                "the policy allows read-only, and this access's device user has full access".into(),
+            )
+            .await;
             return;
         }
+        let max_session = grant
+            .max_session_seconds
+            .map(|s| Duration::from_secs(s.into()));
         let device = tokio::select! {
             _ = until_ended(&mut ended) => return,
             d = self.connect_device(&access) => d,
@@ -116,8 +130,18 @@ impl Winbox {
             String::new(),
         ));
         let counters = Counters::default();
+        let too_long = async {
+            match max_session {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
         let (how, outcome) = tokio::select! {
             _ = until_ended(&mut ended) => ("cut: the access ended".to_string(), "cut"),
+            _ = too_long => (
+                "cut: the connection reached the longest time its policy allows".to_string(),
+                "cut",
+            ),
             r = splice::forward(client, device, &self.pool, &counters) => match r {
                 Ok(()) => ("closed".to_string(), "ok"),
                 Err(e) => (format!("closed: {e}"), "ok"),
