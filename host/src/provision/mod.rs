@@ -70,6 +70,14 @@ pub fn validate_device(d: &DeviceConfig) -> Result<(), String> {
                 routeros::parse_pin(pin)
                     .map_err(|e| format!("device {:?}: routeros_cert_sha256: {e}", d.name))?;
             }
+            if url.starts_with("http://")
+                && !(d.routeros_insecure && d.routeros_cert_sha256.is_none())
+            {
+                return Err(format!(
+                    "device {:?}: routeros_url {url:?} would send the device's credentials in clear; use https:// with routeros_cert_sha256, or set routeros_insecure = true (labs only, no pin)",
+                    d.name
+                ));
+            }
             if url.starts_with("https://")
                 && d.routeros_cert_sha256.is_some() == d.routeros_insecure
             {
@@ -366,12 +374,20 @@ mod tests {
         );
         assert!(
             validate_device(&device(
-                "provision = \"routeros\"\nrouteros_url = \"http://192.0.2.1\""
+                "provision = \"routeros\"\nrouteros_url = \"http://192.0.2.1\"\nrouteros_insecure = true"
             ))
             .is_ok()
         );
         for (extra, needle) in [
             ("provision = \"routeros\"", "exactly one of"),
+            (
+                "provision = \"routeros\"\nrouteros_url = \"http://192.0.2.1\"",
+                "in clear",
+            ),
+            (
+                &format!("provision = \"routeros\"\nrouteros_url = \"http://192.0.2.1\"\n{pin}"),
+                "in clear",
+            ),
             ("provision = \"ftp\"", "unknown provision driver"),
             ("routeros_insecure = true", "need provision"),
             (
