@@ -446,10 +446,12 @@ async fn failed_provisioning_answers_502_and_leaves_nothing_behind() {
     let got = f.create(MT_ID, body.clone()).await;
     common::assert_error(&got, 502, "not enough permissions");
     assert_eq!(got.1["error"], "bad_gateway");
-    // The failed PUT is followed by a lookup making sure no half-made user remains.
+    // The failed PUT is followed by a lookup making sure no half-made user remains (the
+    // removal worker may look too, so more than one lookup is fine).
     let reqs = router.requests();
-    assert_eq!(reqs.len(), 2, "{reqs:?}");
-    assert_eq!(reqs[1].method, "GET");
+    assert_eq!(reqs[0].method, "PUT", "{reqs:?}");
+    assert!(reqs[1..].iter().all(|r| r.method == "GET"), "{reqs:?}");
+    assert!(reqs.len() >= 2, "{reqs:?}");
     assert!(router.users().is_empty());
     let (_, list) = get(
         &f.http,
@@ -464,7 +466,7 @@ async fn failed_provisioning_answers_502_and_leaves_nothing_behind() {
 
     // The port is free again, and a working device gets its user.
     router.state.lock().unwrap().reject_put = None;
-    let (status, a) = f.create(MT_ID, body).await;
+    let (status, a) = f.create(MT_ID, body.clone()).await;
     assert_eq!(status, 201, "{a}");
     assert_eq!(port_of(&a), 28070);
     assert_eq!(router.users().len(), 1);
@@ -472,6 +474,85 @@ async fn failed_provisioning_answers_502_and_leaves_nothing_behind() {
         f.gw.plain_log()
             .contains("event=transient.provision_failed")
     );
+
+    // A device that made the user and then failed to answer: the half-made user is removed.
+    f.revoke(MT_ID, a["id"].as_str().unwrap()).await;
+    wait_until(
+        || router.users().is_empty(),
+        "the revoked access's user is removed",
+    )
+    .await;
+    router.state.lock().unwrap().fail_after_put = true;
+    let before = router.requests().len();
+    let got = f.create(MT_ID, body).await;
+    common::assert_error(&got, 502, "lost after the user was made");
+    wait_until(
+        || router.users().is_empty(),
+        "the half-made user is removed",
+    )
+    .await;
+    let reqs: Vec<String> = router.requests()[before..]
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(reqs[0], "PUT /rest/user", "{reqs:?}");
+    assert!(
+        reqs.contains(&"DELETE /rest/user/*2".to_string()),
+        "{reqs:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pending(&f, MT_ID).await.is_empty() {
+        assert!(Instant::now() < deadline, "removal still pending");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(TcpStream::connect(("127.0.0.1", 28070)).await.is_err());
+}
+
+/// Polls `done` for up to 5 s.
+async fn wait_until(done: impl Fn() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expiry_removes_the_device_user() {
+    let echo = echo_server().await;
+    let router = RouterOsDouble::start(ROUTER_USER, ROUTER_PW).await;
+    let f = Fixture::start("28140-28149", echo.addr, Some(&router)).await;
+    let (status, a) = f
+        .create(
+            MT_ID,
+            json!({"expire_after_minutes": 15, "type": "winbox", "full_access": false}),
+        )
+        .await;
+    assert_eq!(status, 201, "{a}");
+    let (id, username) = (a["id"].as_str().unwrap(), a["username"].as_str().unwrap());
+    assert_eq!(router.users().len(), 1);
+    f.set_expires_at(id, now_ms() + 200);
+    wait_until(
+        || router.users().is_empty(),
+        "the expired access's user is removed",
+    )
+    .await;
+    let reqs: Vec<String> = router
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        reqs,
+        [
+            "PUT /rest/user".to_string(),
+            format!("GET /rest/user?name={username}"),
+            "DELETE /rest/user/*1".to_string(),
+        ]
+    );
+    assert_eq!(f.get(MT_ID, id).await["expired"], true);
+    assert!(pending(&f, MT_ID).await.is_empty());
+    assert!(f.gw.log_shows("event=device_user.removed", Duration::from_secs(2)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -6,7 +6,7 @@
 //! to assert on. It mimics RouterOS's answers: `PUT /rest/user` returns the created object with
 //! its `.id` (`*1`, `*2`, …), `GET /rest/user?name=N` a JSON array, `DELETE /rest/user/*ID` 204,
 //! errors as `{"error": CODE, "message": …, "detail": …}`. It can be told to reject the next
-//! creations, and stopped and restarted on the same port (keeping its users) to play an
+//! creations (or make the user and then fail), and stopped and restarted on the same port (keeping its users) to play an
 //! unreachable device.
 
 #![allow(dead_code)]
@@ -41,6 +41,9 @@ pub struct State {
     next_id: u32,
     /// Detail of the `failure:` answer given to the next creations, while set.
     pub reject_put: Option<String>,
+    /// While set, a creation makes the user and then answers 500, as a device whose answer
+    /// was lost after it acted.
+    pub fail_after_put: bool,
 }
 
 pub struct RouterOsDouble {
@@ -225,6 +228,13 @@ async fn handle(
             let mut user = Value::Object(fields);
             user[".id"] = json!(format!("*{:X}", st.next_id));
             st.users.push(user.clone());
+            if st.fail_after_put {
+                return error(
+                    500,
+                    "Internal Server Error",
+                    Some("lost after the user was made"),
+                );
+            }
             reply(200, Some(user))
         }
         ("GET", "/rest/user") => {
