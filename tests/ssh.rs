@@ -60,6 +60,20 @@ async fn exec_output_exit_codes_and_single_use() {
     let (code, out, _) = run_for(ssh(f.ssh_port, "admin:core-1", &other, &["echo core"]), T);
     assert_eq!((code, out.as_str()), (0, "core\n"));
 
+    // Each method on its own: OpenSSH tries keyboard-interactive before password, so the
+    // password method is only reached when it is the one asked for.
+    for method in ["password", "keyboard-interactive"] {
+        let otk = f.otk("admin", "edge-1").await;
+        let mut cmd = Command::new("sshpass");
+        cmd.args(["-p", &otk, "ssh", "-p", &f.ssh_port.to_string(), "-o"])
+            .arg(format!("PreferredAuthentications={method}"))
+            .args(SSH_OPTS)
+            .args(["admin:edge-1@127.0.0.1", "echo via-method"])
+            .stdin(Stdio::null());
+        let (code, out, err) = run_for(cmd, T);
+        assert_eq!((code, out.as_str()), (0, "via-method\n"), "{method}: {err}");
+    }
+
     let log = f.gw.plain_log();
     for needle in [
         "event=ssh.login",
