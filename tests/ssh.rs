@@ -359,15 +359,10 @@ async fn terminate_cuts_a_running_command_within_a_second() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("terminated"), "{err:?}");
     // The device side is gone too.
-    let mut gone = false;
-    for _ in 0..100 {
-        if !device_process_running("^sleep 61") {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(gone, "sleep still running on the device");
+    assert!(
+        device_process_gone("^sleep 61", Duration::from_secs(2)),
+        "sleep still running on the device"
+    );
     assert!(f.gw.log_shows("the session was terminated", Duration::from_secs(5)));
 }
 
@@ -471,6 +466,10 @@ async fn transient_ssh_access_on_its_own_port_source_limited_and_revocable() {
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("revoked"), "{err:?}");
+    assert!(
+        device_process_gone("^sleep 62", Duration::from_secs(2)),
+        "sleep still running on the device"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),

@@ -206,6 +206,10 @@ async fn transient_ssh_access_expiry_cuts_within_a_second() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("has expired"), "{err}");
+    assert!(
+        device_process_gone("^sleep 65", Duration::from_secs(2)),
+        "sleep still running on the device"
+    );
     let (_, shown) = get(
         &c,
         &f.gw,

@@ -646,3 +646,18 @@ pub fn device_process_running(pattern: &str) -> bool {
         .status
         .success()
 }
+
+/// Whether no process matching `pattern` runs on the device within `limit` (the device's
+/// sshd ends the command once the gateway hangs up its side).
+pub fn device_process_gone(pattern: &str, limit: Duration) -> bool {
+    let until = std::time::Instant::now() + limit;
+    loop {
+        if !device_process_running(pattern) {
+            return true;
+        }
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
