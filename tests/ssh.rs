@@ -505,29 +505,84 @@ async fn transient_listeners_come_back_after_restart() {
     assert_eq!((code, out.trim()), (0, FULL_USER), "{err}");
 }
 
+/// A blocking TCP connection to 127.0.0.1:`port` from source address `src`.
+async fn tcp_from(src: &str, port: u16) -> std::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from((
+            src.parse::<std::net::Ipv4Addr>().unwrap(),
+            0,
+        )))
+        .unwrap();
+    let s = socket
+        .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap()
+        .into_std()
+        .unwrap();
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_logins_penalise_the_source_and_idle_logins_time_out() {
     let f = SshFixture::start(
         "27080-27089",
-        "ssh_penalty_failures = 3\nssh_penalty_secs = 30\nssh_login_grace_secs = 2",
+        "ssh_penalty_failures = 3\nssh_penalty_secs = 30\nssh_login_grace_secs = 2\n\
+         ssh_max_unauthenticated_per_source = 3",
     );
-    // An idle connection that never logs in is dropped after the grace time.
-    let mut idle = std::net::TcpStream::connect(("127.0.0.1", f.ssh_port)).unwrap();
-    idle.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let t = Instant::now();
-    let mut buf = [0u8; 4096];
-    loop {
-        match std::io::Read::read(&mut idle, &mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
+    // Reads until the gateway closes the connection; how long that took.
+    let until_closed = |mut s: std::net::TcpStream| {
+        let t = Instant::now();
+        let mut buf = [0u8; 4096];
+        while let Ok(1..) = std::io::Read::read(&mut s, &mut buf) {}
+        t.elapsed()
+    };
+    // Three idle connections from one source fill its unauthenticated slots: a fourth from it
+    // is closed at once, while another source still gets the SSH banner.
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(tcp_from("127.0.0.5", f.ssh_port).await);
     }
-    let waited = t.elapsed();
-    assert!(
-        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(6),
-        "{waited:?}"
-    );
+    std::thread::sleep(Duration::from_millis(200));
+    let fourth = until_closed(tcp_from("127.0.0.5", f.ssh_port).await);
+    assert!(fourth < Duration::from_secs(1), "{fourth:?}");
+    let mut banner = [0u8; 8];
+    std::io::Read::read_exact(&mut tcp_from("127.0.0.6", f.ssh_port).await, &mut banner).unwrap();
+    assert_eq!(&banner, b"SSH-2.0-");
+    // Connections that never log in are dropped after the grace time...
+    let waits: Vec<Duration> = idle
+        .into_iter()
+        .map(|s| std::thread::spawn(move || until_closed(s)))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    for waited in waits {
+        assert!(
+            waited >= Duration::from_millis(1500) && waited < Duration::from_secs(6),
+            "{waited:?}"
+        );
+    }
+    // ...and each counts as a failed login: after three, the source is penalised.
+    assert!(f.gw.log_shows("login grace time exceeded", Duration::from_secs(5)));
+    let otk = f.otk("admin", "edge-1").await;
+    let mut late = Command::new("sshpass");
+    late.args([
+        "-p",
+        &otk,
+        "ssh",
+        "-b",
+        "127.0.0.5",
+        "-p",
+        &f.ssh_port.to_string(),
+    ])
+    .args(SSH_OPTS)
+    .args(["admin:edge-1@127.0.0.1", "echo no"])
+    .stdin(Stdio::null());
+    let (code, out, _) = run_for(late, T);
+    assert_eq!(code, 255, "{out}");
 
     for _ in 0..3 {
         let (code, _, _) = run_for(

@@ -79,6 +79,8 @@ pub struct ServerConfig {
     pub ssh_login_grace_secs: u64,
     /// SSH: most connections that may be unauthenticated at once (across all SSH listeners).
     pub ssh_max_unauthenticated: usize,
+    /// SSH: most unauthenticated connections from one source address at once.
+    pub ssh_max_unauthenticated_per_source: usize,
     /// SSH: failed logins from one source address before it is refused for a while.
     pub ssh_penalty_failures: u32,
     /// SSH: first refusal period of a penalised source, in seconds; doubles per repeat, capped
@@ -116,6 +118,7 @@ impl Default for ServerConfig {
             plugin_memory_mb: 16,
             ssh_login_grace_secs: 30,
             ssh_max_unauthenticated: 64,
+            ssh_max_unauthenticated_per_source: 10,
             ssh_penalty_failures: 5,
             ssh_penalty_secs: 30,
         }
@@ -326,10 +329,11 @@ impl Config {
         }
         if self.server.ssh_login_grace_secs == 0
             || self.server.ssh_max_unauthenticated == 0
+            || self.server.ssh_max_unauthenticated_per_source == 0
             || self.server.ssh_penalty_failures == 0
         {
             return invalid(
-                "server.ssh_login_grace_secs, ssh_max_unauthenticated and ssh_penalty_failures must be > 0"
+                "server.ssh_login_grace_secs, ssh_max_unauthenticated, ssh_max_unauthenticated_per_source and ssh_penalty_failures must be > 0"
                     .into(),
             );
         }

@@ -52,6 +52,10 @@ pub async fn accept_loop(
                         target: "audit", event = "ssh.refused_busy", source = %peer.ip(),
                         "too many unauthenticated connections"
                     ),
+                    Refusal::TooManyFromSource => tracing::warn!(
+                        target: "audit", event = "ssh.refused_busy", source = %peer.ip(),
+                        "too many unauthenticated connections from this source"
+                    ),
                 }
                 drop(stream);
                 continue;
@@ -90,7 +94,10 @@ async fn run_conn(
                 return;
             }
         },
-        _ = &mut grace => return,
+        _ = &mut grace => {
+            grace_exceeded(&service, &conn);
+            return;
+        }
     };
     let handle = session.handle();
     let mut cut = conn.subscribe_cut();
@@ -109,6 +116,7 @@ async fn run_conn(
                 if conn.is_authenticated() {
                     continue;
                 }
+                grace_exceeded(&service, &conn);
                 break Some("sallyport: login grace time exceeded".to_string());
             }
             changed = cut.changed() => {
@@ -158,6 +166,25 @@ async fn run_conn(
         if let Err(err) = service.issuer.audit_event(e).await {
             tracing::error!(error = %err, "cannot write the SSH session-end audit row");
         }
+    }
+}
+
+/// Holding a connection without logging in counts as a failed login, as OpenSSH's
+/// `PerSourcePenalties` counts `grace-exceeded`: idle connections cannot be renewed forever.
+fn grace_exceeded(service: &Arc<SshService>, conn: &Conn) {
+    tracing::info!(peer = %conn.peer, "login grace time exceeded");
+    if let Some(penalty) = service.limits.failure(conn.peer.ip()) {
+        audit_later(
+            service,
+            AuditEvent {
+                source: Some(conn.peer.ip().to_string()),
+                reason: Some(format!(
+                    "refused for {} s after failed logins (the last: login grace time exceeded)",
+                    penalty.as_secs()
+                )),
+                ..audit::event(now_ms(), "ssh.source_penalised", None, "deny")
+            },
+        );
     }
 }
 

@@ -1,8 +1,10 @@
-//! Abuse limits on the SSH listeners, in the spirit of OpenSSH's `PerSourcePenalties` and
-//! `MaxStartups`: a source address that fails to log in too often is refused for a while (the
-//! period doubling on each repeat, capped at 10 minutes), and at most a fixed number of
-//! connections may be unauthenticated at once. The login grace timeout is applied by the
-//! connection task in [`super::server`].
+//! Abuse limits on the SSH listeners, in the spirit of OpenSSH's `PerSourcePenalties`,
+//! `MaxStartups` and `PerSourceMaxStartups`: a source address that fails to log in too often
+//! (a wrong key or password, or letting the login grace time run out) is refused for a while
+//! (the period doubling on each repeat, capped at 10 minutes); at most a fixed number of
+//! connections may be unauthenticated at once, and at most a smaller number from one source,
+//! so one address cannot hold every slot and lock everyone else out. The login grace timeout
+//! is applied by the connection task in [`super::conn`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -22,6 +24,7 @@ const PRUNE_AT: usize = 10_000;
 #[derive(Debug, Clone)]
 pub struct LimitConfig {
     pub max_unauthenticated: usize,
+    pub max_unauthenticated_per_source: usize,
     pub penalty_failures: u32,
     pub penalty: Duration,
 }
@@ -40,15 +43,30 @@ struct SourceRecord {
 pub enum Refusal {
     Penalised { remaining: Duration },
     TooManyUnauthenticated,
+    TooManyFromSource,
 }
 
-/// Counts as one unauthenticated connection until dropped.
+/// Unauthenticated connections per source address.
+type PerSource = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// Counts as one unauthenticated connection (in all and for its source) until dropped.
 #[derive(Debug)]
-pub struct UnauthGuard(Arc<AtomicUsize>);
+pub struct UnauthGuard {
+    total: Arc<AtomicUsize>,
+    per_source: PerSource,
+    ip: IpAddr,
+}
 
 impl Drop for UnauthGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.total.fetch_sub(1, Ordering::AcqRel);
+        let mut m = self.per_source.lock();
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -57,6 +75,7 @@ pub struct Limits {
     cfg: LimitConfig,
     sources: Mutex<HashMap<IpAddr, SourceRecord>>,
     unauthenticated: Arc<AtomicUsize>,
+    unauthenticated_per_source: PerSource,
 }
 
 impl Limits {
@@ -65,6 +84,7 @@ impl Limits {
             cfg,
             sources: Mutex::new(HashMap::new()),
             unauthenticated: Arc::new(AtomicUsize::new(0)),
+            unauthenticated_per_source: Arc::default(),
         }
     }
 
@@ -81,8 +101,22 @@ impl Limits {
                 remaining: until - now,
             });
         }
+        let from_source = {
+            let mut m = self.unauthenticated_per_source.lock();
+            let n = m.entry(ip).or_default();
+            *n += 1;
+            *n - 1
+        };
         let previous = self.unauthenticated.fetch_add(1, Ordering::AcqRel);
-        let guard = UnauthGuard(self.unauthenticated.clone());
+        // Made before the checks, so a refused connection gives its counts back on return.
+        let guard = UnauthGuard {
+            total: self.unauthenticated.clone(),
+            per_source: self.unauthenticated_per_source.clone(),
+            ip,
+        };
+        if from_source >= self.cfg.max_unauthenticated_per_source {
+            return Err(Refusal::TooManyFromSource);
+        }
         if previous >= self.cfg.max_unauthenticated {
             return Err(Refusal::TooManyUnauthenticated);
         }
@@ -136,6 +170,7 @@ mod tests {
     fn limits(max: usize) -> Limits {
         Limits::new(LimitConfig {
             max_unauthenticated: max,
+            max_unauthenticated_per_source: usize::MAX,
             penalty_failures: 3,
             penalty: Duration::from_secs(10),
         })
@@ -175,5 +210,26 @@ mod tests {
         assert_eq!(l.admit(ip).unwrap_err(), Refusal::TooManyUnauthenticated);
         drop(a);
         assert!(l.admit(ip).is_ok());
+    }
+
+    #[test]
+    fn one_source_cannot_hold_every_unauthenticated_slot() {
+        let l = Limits::new(LimitConfig {
+            max_unauthenticated: 4,
+            max_unauthenticated_per_source: 2,
+            penalty_failures: 3,
+            penalty: Duration::from_secs(10),
+        });
+        let (busy, other): (IpAddr, IpAddr) =
+            ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let a = l.admit(busy).unwrap();
+        let _b = l.admit(busy).unwrap();
+        assert_eq!(l.admit(busy).unwrap_err(), Refusal::TooManyFromSource);
+        // The refusal gave its counts back: the others still get in.
+        assert!(l.admit(other).is_ok());
+        let _c = l.admit(other).unwrap();
+        drop(a);
+        assert!(l.admit(busy).is_ok());
+        assert!(l.unauthenticated_per_source.lock().len() <= 2);
     }
 }

@@ -101,6 +101,7 @@ impl SshService {
             client_config: Arc::new(client_config),
             limits: limits::Limits::new(limits::LimitConfig {
                 max_unauthenticated: cfg.ssh_max_unauthenticated,
+                max_unauthenticated_per_source: cfg.ssh_max_unauthenticated_per_source,
                 penalty_failures: cfg.ssh_penalty_failures,
                 penalty: Duration::from_secs(cfg.ssh_penalty_secs),
             }),
