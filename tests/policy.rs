@@ -445,3 +445,47 @@ async fn plugin_names_are_unique() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_drop_in_still_being_copied_does_not_deny_meanwhile() {
+    let (tmp, cfg) = setup("26260-26269");
+    let gw = Gateway::start(&cfg);
+    let c = client();
+    let admin = login(&c, &gw, "admin", "admin-pw").await;
+    // A slow `cp` of a component straight into the directory: a growing prefix of it.
+    let whole = hostile::deny("authorize", "copied in full");
+    let path = plugins_dir(&tmp).join("slow.wasm");
+    let chunk = whole.len() / 8 + 1;
+    for written in (chunk..whole.len()).step_by(chunk) {
+        std::fs::write(&path, &whole[..written]).unwrap();
+        for _ in 0..5 {
+            let got = issue(&c, &gw, &admin).await;
+            assert_eq!(
+                got.0, 200,
+                "denied while the file was being written: {got:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Complete: it loads and decides.
+    std::fs::write(&path, &whole).unwrap();
+    let got = wait_for(&c, &gw, &admin, |g| g.0 == 403).await;
+    assert!(
+        got.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("copied in full")
+    );
+
+    // A broken file that stays broken still makes its hooks deny, once it has settled.
+    drop_in(&plugins_dir(&tmp), "broken.wasm", b"\0asm not really").await;
+    std::fs::remove_file(&path).unwrap();
+    let got = wait_for(&c, &gw, &admin, |g| {
+        g.0 == 403
+            && g.1["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("broken"))
+    })
+    .await;
+    assert_eq!(got.0, 403);
+}

@@ -37,6 +37,9 @@ const BUILTIN_HOOKS: [(&str, Hook); 3] = [
 ];
 
 const POLL: Duration = Duration::from_millis(20);
+/// A new drop-in that fails to load is given this long after its last change before its
+/// hooks deny: until then it is taken for a copy in progress.
+const SETTLE: Duration = Duration::from_millis(500);
 
 /// A loaded plugin, ready to decide.
 pub struct Plugin {
@@ -408,6 +411,17 @@ impl Loader {
         self.specs.iter().find(|s| s.name == stem)
     }
 
+    /// Whether `spec` is a drop-in whose file changed less than [`SETTLE`] ago.
+    fn being_written(&self, spec: &Spec, fp: &Fingerprint) -> bool {
+        let Origin::DropIn(_) = spec.origin else {
+            return false;
+        };
+        fp.first()
+            .and_then(|(_, modified)| *modified)
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age < SETTLE)
+    }
+
     fn drop_in_files(&self) -> Vec<String> {
         let Some(dir) = &self.drop_in else {
             return Vec::new();
@@ -506,7 +520,8 @@ impl Loader {
                 next.extend(olds.into_iter().cloned());
                 continue;
             }
-            self.seen.insert(key, fp);
+            let key_of_spec = key.clone();
+            self.seen.insert(key, fp.clone());
             let runnable_old: Vec<&Arc<Plugin>> = olds
                 .iter()
                 .copied()
@@ -521,6 +536,12 @@ impl Loader {
                 Err((_, e)) if !runnable_old.is_empty() => {
                     tracing::error!(plugin = %spec.name, error = %e, "policy plugin failed to load; keeping the previous version");
                     next.extend(runnable_old.into_iter().cloned());
+                }
+                Err(_) if self.being_written(spec, &fp) => {
+                    // Most likely a copy still in progress: look again on the next pass rather
+                    // than make every hook deny for a file that is not complete yet.
+                    tracing::debug!(plugin = %spec.name, "new drop-in does not load yet; waiting for it to settle");
+                    self.seen.remove(&key_of_spec);
                 }
                 Err((hook, e)) => {
                     // A new plugin that cannot run: its hook (every hook, if its world is
