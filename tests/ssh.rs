@@ -197,6 +197,16 @@ async fn scp_sftp_and_rsync_through_the_gateway() {
     assert_eq!(code, 0, "scp down: {err}");
     assert_eq!(sha256(&back), sha256(&local));
     eprintln!("scp 2 x 50 MB round trip: {:?}", started.elapsed());
+    // OpenSSH 9's scp speaks SFTP; `-O` is the legacy protocol (an `scp -f` exec on the
+    // device), which older clients and scripts still use.
+    let legacy = f.tmp.path().join("legacy.bin");
+    let mut old = tool(&f.otk("admin", "edge-1").await, "scp", "-P", f.ssh_port);
+    old.args(["-O", "-o", "User=admin#edge-1"])
+        .arg(format!("127.0.0.1:{remote}"))
+        .arg(&legacy);
+    let (code, _, err) = run_for(old, T);
+    assert_eq!(code, 0, "scp -O down: {err}");
+    assert_eq!(sha256(&legacy), sha256(&local));
 
     // sftp put and get in one batch.
     let batch = f.tmp.path().join("batch");
@@ -245,12 +255,46 @@ async fn scp_sftp_and_rsync_through_the_gateway() {
             "admin:edge-1",
             &f.otk("admin", "edge-1").await,
             &[&format!(
-                "cat {remote}.tree/sub/b.txt; rm -rf {remote} {remote}.tree"
+                "cat {remote}.tree/sub/b.txt; echo gamma > {remote}.tree/a.txt"
             )],
         ),
         T,
     );
     assert_eq!((code, out.as_str()), (0, "beta\n"));
+    // The file changed on the device syncs back down.
+    let mut rsync = Command::new("sshpass");
+    rsync
+        .args([
+            "-p",
+            &f.otk("admin", "edge-1").await,
+            "rsync",
+            "-a",
+            "-e",
+            &e,
+        ])
+        .arg(format!("admin#edge-1@127.0.0.1:{remote}.tree/"))
+        .arg(format!("{}/", tree.display()))
+        .stdin(Stdio::null());
+    let (code, _, err) = run_for(rsync, T);
+    assert_eq!(code, 0, "rsync down: {err}");
+    assert_eq!(
+        std::fs::read_to_string(tree.join("a.txt")).unwrap(),
+        "gamma\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tree.join("sub/b.txt")).unwrap(),
+        "beta\n"
+    );
+    let (code, _, _) = run_for(
+        ssh(
+            f.ssh_port,
+            "admin:edge-1",
+            &f.otk("admin", "edge-1").await,
+            &[&format!("rm -rf {remote} {remote}.tree")],
+        ),
+        T,
+    );
+    assert_eq!(code, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -427,6 +471,26 @@ async fn transient_ssh_access_on_its_own_port_source_limited_and_revocable() {
     // The access's credentials do not work on the main port.
     let (code, _, _) = run_for(ssh(f.ssh_port, user, pass, &["true"]), T);
     assert_eq!(code, 5);
+    // An access without full_access logs in to the device with the read-only credentials.
+    let (status, ro) = post(
+        &c,
+        &f.gw,
+        &ticket,
+        &format!("/control-plane/{EDGE_ID}/transient-accesses"),
+        json!({"expire_after_minutes": 15, "type": "ssh", "full_access": false}),
+    )
+    .await;
+    assert_eq!(status, 201, "{ro}");
+    let (code, out, err) = run_for(
+        ssh(
+            ro["port"].as_u64().unwrap() as u16,
+            ro["username"].as_str().unwrap(),
+            ro["password"].as_str().unwrap(),
+            &["whoami"],
+        ),
+        T,
+    );
+    assert_eq!((code, out.trim()), (0, RO_USER), "{err}");
 
     // Revoke cuts a running command within a second and closes the port.
     let mut child = ssh(port, user, pass, &["exec sleep 62"])
@@ -762,4 +826,22 @@ async fn transient_ssh_listeners_use_transient_listen_ip_and_retry_a_held_port()
     }
     // Only there: not on the IP of `ssh_listen`.
     assert!(std::net::TcpStream::connect("127.0.0.1:27140").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_killed_by_a_signal_reports_exit_signal() {
+    let f = SshFixture::start("27150-27159", "");
+    let otk = f.otk("admin", "edge-1").await;
+    // OpenSSH's client has no exit code for a signal (it exits 255), but says at debug level
+    // which channel request arrived: the device's exit-signal must come through as one.
+    let mut cmd = Command::new("sshpass");
+    cmd.args(["-p", &otk, "ssh", "-p", &f.ssh_port.to_string()])
+        .args(["-o", "LogLevel=DEBUG1"])
+        .args(SSH_OPTS)
+        .args(["admin:edge-1@127.0.0.1", "kill -TERM $$"])
+        .stdin(Stdio::null());
+    let (code, _, err) = run_for(cmd, T);
+    assert_eq!(code, 255, "{err}");
+    assert!(err.contains("rtype exit-signal"), "{err}");
+    assert!(!err.contains("rtype exit-status"), "{err}");
 }
