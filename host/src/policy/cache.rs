@@ -94,3 +94,57 @@ fn deserialize(engine: &Engine, compiled: &[u8]) -> Result<Component, String> {
     // wasmtime still checks the header and engine compatibility and rejects mismatches.
     unsafe { Component::deserialize(engine, compiled) }.map_err(|e| format!("{e:#}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A component with one exported function named `export`.
+    fn component(export: &str) -> Vec<u8> {
+        wat::parse_str(format!(
+            r#"(component
+                 (core module $m (func (export "f")))
+                 (core instance $i (instantiate $m))
+                 (func $f (canon lift (core func $i "f")))
+                 (export "{export}" (func $f)))"#
+        ))
+        .unwrap()
+    }
+
+    fn exports(engine: &Engine, c: &Component) -> Vec<String> {
+        c.component_type()
+            .exports(engine)
+            .map(|(n, _)| n.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn compiled_once_then_read_from_the_data_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = Dir::open_ambient_dir(tmp.path(), cap_std::ambient_authority()).unwrap();
+        let engine = Engine::default();
+        let cache = ComponentCache::new(&data).unwrap();
+        let (a, b) = (component("a"), component("b"));
+        let (_, hash_a) = cache.load(&engine, "a", &a).unwrap();
+        let (_, hash_b) = cache.load(&engine, "b", &b).unwrap();
+        assert_eq!(hash_a, content_hash(&a));
+        let entry = |hash: &str| {
+            tmp.path()
+                .join(CACHE_DIR)
+                .join(format!("{hash}-{}.cwasm", engine_hash(&engine)))
+        };
+        assert!(entry(&hash_a).is_file() && entry(&hash_b).is_file());
+
+        // Proof that the entry is what gets loaded: put b's compiled form under a's name.
+        std::fs::copy(entry(&hash_b), entry(&hash_a)).unwrap();
+        let (c, _) = cache.load(&engine, "a", &a).unwrap();
+        assert_eq!(exports(&engine, &c), ["b"]);
+
+        // A torn or foreign entry is ignored, recompiled and replaced.
+        std::fs::write(entry(&hash_a), b"not a compiled component").unwrap();
+        let (c, _) = cache.load(&engine, "a", &a).unwrap();
+        assert_eq!(exports(&engine, &c), ["a"]);
+        let (c, _) = cache.load(&engine, "a", &a).unwrap();
+        assert_eq!(exports(&engine, &c), ["a"], "the replaced entry is good");
+    }
+}

@@ -513,4 +513,50 @@ mod tests {
             })
         );
     }
+
+    #[test]
+    fn unanimous_needs_every_plugin_to_allow() {
+        let allow = |o: &str| {
+            Decision::Allow(Grant {
+                max_ttl_seconds: None,
+                access: None,
+                obligations: vec![o.to_string()],
+            })
+        };
+        let rule = CombineRule::Unanimous;
+        assert_eq!(
+            Verdict::combine_with(rule, "h", [("a", allow("x")), ("b", Decision::Abstain)]),
+            Verdict::Deny {
+                policy: "b".into(),
+                reason: "abstained, and the unanimous rule needs every plugin to allow".into()
+            }
+        );
+        // Obligations of all the allows are kept, each once.
+        assert_eq!(
+            Verdict::combine_with(
+                rule,
+                "h",
+                [("a", allow("x")), ("b", allow("y")), ("c", allow("x"))]
+            ),
+            Verdict::Allow(Grant {
+                max_ttl_seconds: None,
+                access: None,
+                obligations: vec!["x".into(), "y".into()]
+            })
+        );
+        // No plugin at all is still no allow.
+        assert!(matches!(
+            Verdict::combine_with(rule, "h", []),
+            Verdict::Deny { .. }
+        ));
+        // The default rule lets the same abstain pass.
+        assert!(matches!(
+            Verdict::combine_with(
+                CombineRule::DenyOverrides,
+                "h",
+                [("a", allow("x")), ("b", Decision::Abstain)]
+            ),
+            Verdict::Allow(_)
+        ));
+    }
 }
