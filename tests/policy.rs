@@ -295,7 +295,7 @@ async fn hot_reload_under_load_fails_no_decision() {
     let admin = login(&c, &gw, "admin", "admin-pw").await;
     let dir = plugins_dir(&tmp);
     drop_in(&dir, "ttl.wasm", &hostile::allow_with_ttl("authorize", 300)).await;
-    wait_for(&c, &gw, &admin, |g| g.0 == 200).await;
+    assert!(gw.log_shows("policy plugin loaded plugin=ttl ", Duration::from_secs(10)));
 
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -314,7 +314,7 @@ async fn hot_reload_under_load_fails_no_decision() {
                     let r = c
                         .post(&url)
                         .header("ticket", &admin)
-                        .json(&json!({"user":"admin","target_device":"edge-1","duration":60}))
+                        .json(&json!({"user":"admin","target_device":"edge-1","duration":3600}))
                         .send()
                         .await;
                     match r {
@@ -360,6 +360,32 @@ async fn hot_reload_under_load_fails_no_decision() {
     );
     let loads = gw.log().matches("policy plugin loaded").count();
     assert!(loads >= 15, "only {loads} reloads observed");
+    // Every session was decided by some version of the plugin (which clamps the hour asked
+    // for to 300..=319 s), never by a gap without it (the hour would stand).
+    let (status, list) = get(&c, &gw, &admin, "/api/v1/tracking/opensessions").await;
+    assert_eq!(status, 200);
+    let t = |s: &serde_json::Value, k: &str| {
+        time::OffsetDateTime::parse(
+            s[k].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    let lifetimes: Vec<i64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (t(s, "expires_at") - t(s, "created_at")).whole_seconds())
+        .collect();
+    assert_eq!(lifetimes.len() as u64, ok, "every issued session is listed");
+    assert!(
+        lifetimes.iter().all(|l| (299..=320).contains(l)),
+        "a decision without the plugin: {:?}",
+        lifetimes
+            .iter()
+            .filter(|l| !(299..=320).contains(*l))
+            .collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -488,4 +514,48 @@ async fn a_drop_in_still_being_copied_does_not_deny_meanwhile() {
     })
     .await;
     assert_eq!(got.0, 403);
+}
+
+#[tokio::test]
+async fn a_configured_plugin_file_reloads_when_it_changes() {
+    let (tmp, cfg) = setup("26270-26279");
+    let dir = tmp.path().join("policies");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("gate.wasm"),
+        hostile::deny("authorize", "version one"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("{text}\n[[plugins]]\nhook = \"authorize\"\npath = \"policies/gate.wasm\"\n"),
+    )
+    .unwrap();
+    let gw = Gateway::start(&cfg);
+    let c = client();
+    let admin = login(&c, &gw, "admin", "admin-pw").await;
+    let got = issue(&c, &gw, &admin).await;
+    assert_eq!(got.0, 403);
+    assert!(got.1["message"].as_str().unwrap().contains("version one"));
+    drop_in(
+        &dir,
+        "gate.wasm",
+        &hostile::deny("authorize", "version two"),
+    )
+    .await;
+    wait_for(&c, &gw, &admin, |g| {
+        g.1["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("version two"))
+    })
+    .await;
+    // A broken version keeps the second one.
+    drop_in(&dir, "gate.wasm", b"\0asm broken").await;
+    assert!(gw.log_shows("keeping the previous version", Duration::from_secs(5)));
+    let got = issue(&c, &gw, &admin).await;
+    assert!(
+        got.1["message"].as_str().unwrap().contains("version two"),
+        "{got:?}"
+    );
 }
