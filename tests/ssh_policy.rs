@@ -71,6 +71,23 @@ fn forward(f: &SshFixture, otk: &str, port: u16, input: &[u8]) -> (i32, Vec<u8>,
     )
 }
 
+/// `ssh -R <device_port>:127.0.0.1:<port>` through the gateway: a command on the device
+/// connects to its end of the forwarding and says hello to the service behind `port`, which
+/// echoes it back.
+fn remote_forward(f: &SshFixture, otk: &str, port: u16, device_port: u16) -> (i32, String, String) {
+    let mut cmd = Command::new("sshpass");
+    cmd.args(["-p", otk, "ssh", "-p", &f.ssh_port.to_string()])
+        .args(["-o", "ExitOnForwardFailure=yes"])
+        .args(SSH_OPTS)
+        .args(["-R", &format!("{device_port}:127.0.0.1:{port}")])
+        .arg("admin:edge-1@127.0.0.1")
+        .arg(format!(
+            "exec bash -c 'exec 3<>/dev/tcp/127.0.0.1/{device_port}; printf hello >&3; head -c 5 <&3'"
+        ))
+        .stdin(Stdio::null());
+    run_for(cmd, T)
+}
+
 /// Waits for `child` while reading its output (a full pipe would stall it); kills it and
 /// fails after `limit`.
 fn wait_for(child: Child, limit: Duration) -> std::process::Output {
@@ -110,6 +127,16 @@ async fn tcp_forwarding_needs_the_policy_obligation() {
     assert!(out.is_empty());
     assert!(err.contains("stdio forwarding failed"), "{err}");
     assert!(f.gw.log_shows("ssh.forwarding_refused", Duration::from_secs(5)));
+    // Nor may the device listen for the user (`ssh -R`).
+    let otk = f.otk("admin", "edge-1").await;
+    let (code, out, err) = remote_forward(&f, &otk, echo, 27196);
+    assert_eq!(code, 255, "{out} {err}");
+    assert!(err.contains("remote port forwarding failed"), "{err}");
+    assert!(
+        f.gw.log_shows("what=\"tcpip-forward\"", Duration::from_secs(5)),
+        "{}",
+        f.gw.plain_log()
+    );
     drop(f);
 
     let dir = tempfile::tempdir().unwrap();
@@ -125,6 +152,74 @@ async fn tcp_forwarding_needs_the_policy_obligation() {
         out.len()
     );
     assert!(f.gw.log_shows("ssh.forwarding", Duration::from_secs(5)));
+    // With the obligation the device listens, and its connections come back to the user side.
+    let otk = f.otk("admin", "edge-1").await;
+    let (code, out, err) = remote_forward(&f, &otk, echo, 27197);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "hello"),
+        "{err}\n{}",
+        f.gw.plain_log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_forwarding_needs_the_policy_obligation() {
+    // A real ssh-agent holding one key, on the user's side.
+    let dir = tempfile::tempdir().unwrap();
+    let (key, sock) = (dir.path().join("k"), dir.path().join("agent.sock"));
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "sp-agent-test", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut agent = Command::new("ssh-agent")
+        .args(["-D", "-a"])
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "ssh-agent did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let added = Command::new("ssh-add")
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    let list_keys = |f: &SshFixture, otk: &str| {
+        let mut cmd = Command::new("sshpass");
+        cmd.args(["-p", otk, "ssh", "-A", "-p", &f.ssh_port.to_string()])
+            .args(SSH_OPTS)
+            .args(["admin:edge-1@127.0.0.1", "ssh-add -l"])
+            .env("SSH_AUTH_SOCK", &sock)
+            .stdin(Stdio::null());
+        run_for(cmd, T)
+    };
+
+    // Without the obligation the device gets no agent (ssh-add: 2 = no agent to talk to).
+    let f = SshFixture::start("27160-27169", "");
+    let otk = f.otk("admin", "edge-1").await;
+    let (code, out, err) = list_keys(&f, &otk);
+    assert_eq!(code, 2, "{out} {err}");
+    assert!(f.gw.log_shows("what=\"agent\"", Duration::from_secs(5)));
+    drop(f);
+
+    let grant = hostile::allow_with("authorize", None, &["allow-agent-forwarding"]);
+    let f = SshFixture::start("27160-27169", &authorize_plugin(dir.path(), &grant));
+    let otk = f.otk("admin", "edge-1").await;
+    let (code, out, err) = list_keys(&f, &otk);
+    assert_eq!(code, 0, "{err}\n{}", f.gw.plain_log());
+    assert!(
+        out.contains("sp-agent-test") && out.contains("ED25519"),
+        "{out}"
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -44,6 +44,8 @@ pub enum DeviceRequest {
     Shell,
     Exec(Vec<u8>),
     Subsystem(String),
+    /// `auth-agent-req@openssh.com`: the device may open agent channels for this session.
+    AgentForward,
 }
 
 /// One bridged channel pair. The pumps end by themselves when either side closes; the owner
@@ -105,6 +107,7 @@ impl Bridge {
             DeviceRequest::Shell => d.request_shell(true).await,
             DeviceRequest::Exec(command) => d.exec(true, command).await,
             DeviceRequest::Subsystem(name) => d.request_subsystem(true, name).await,
+            DeviceRequest::AgentForward => d.agent_forward(true).await,
         };
         if sent.is_err() {
             return false;

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use russh::client;
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::{Channel, client};
 
+use super::relay::{Opened, Relay};
 use super::{SshError, SshService};
 use crate::audit::{self, now_ms};
 use crate::config::AccessLevel;
@@ -98,6 +99,8 @@ pub struct DeviceHandler {
     source: String,
     /// Set when the key did not match, so the caller can say so.
     mismatch: Arc<Mutex<Option<(String, String)>>>,
+    /// Where channels the device opens back (agent, remote forwarding) go, if allowed.
+    relay: Relay,
 }
 
 impl DeviceHandler {
@@ -150,6 +153,36 @@ impl client::Handler for DeviceHandler {
         *self.mismatch.lock() = Some((expected, found));
         Ok(false)
     }
+
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        channel: Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), SshError> {
+        self.relay.open(Opened::Agent, channel, reply);
+        Ok(())
+    }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: Channel<client::Msg>,
+        connected_address: &str,
+        connected_port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), SshError> {
+        let kind = Opened::ForwardedTcpip {
+            connected_address: connected_address.to_string(),
+            connected_port,
+            originator_address: originator_address.to_string(),
+            originator_port,
+        };
+        self.relay.open(kind, channel, reply);
+        Ok(())
+    }
 }
 
 /// Connects to `device` and logs in with its credential for `level`. `actor` and `source`
@@ -160,6 +193,7 @@ pub async fn connect(
     level: AccessLevel,
     actor: &str,
     source: &str,
+    relay: Relay,
 ) -> Result<DeviceLink, DeviceError> {
     let name = device.name.clone();
     let addr = device
@@ -197,6 +231,7 @@ pub async fn connect(
         actor: actor.to_string(),
         source: source.to_string(),
         mismatch: mismatch.clone(),
+        relay,
     };
     let connect_err = |message: String| DeviceError::Connect {
         device: name.clone(),

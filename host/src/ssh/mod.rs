@@ -8,6 +8,7 @@
 //!   injection.
 //! - [`bridge`]: one user channel ↔ one device channel, requests and data.
 //! - [`live`]: live connections by session or access, so endings cut them.
+//! - [`relay`]: channels the device opens back towards the user (agent, remote forwarding).
 //! - [`transient`]: what a transient access of type `ssh` serves on its own port.
 //! - [`limits`]: per-source penalties and the unauthenticated-connection cap.
 //!
@@ -19,6 +20,7 @@ mod conn;
 mod hostkey;
 mod limits;
 mod live;
+mod relay;
 mod server;
 mod transient;
 
@@ -123,7 +125,8 @@ impl SshService {
         actor: &str,
         source: &str,
     ) -> Result<DeviceLink, DeviceError> {
-        client::connect(self, device, level, actor, source).await
+        // The web console has no client to forward agents or ports to.
+        client::connect(self, device, level, actor, source, relay::Relay::default()).await
     }
 
     /// The SHA256 fingerprint of the gateway's host key, as OpenSSH prints it.

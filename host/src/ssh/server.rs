@@ -5,9 +5,11 @@
 //! limits, grace time, cutting) is in [`super::conn`].
 //!
 //! What the connect-time grant says is enforced here: its access level caps the device
-//! credential used, its `max-ttl-seconds` bounds how long the connection lives, and local TCP
-//! forwarding (`ssh -L`, opened from the device) is allowed only with the obligation
-//! [`ALLOW_TCP_FORWARDING`]. Remote forwarding, agent and X11 forwarding are always refused.
+//! credential used, its `max-ttl-seconds` bounds how long the connection lives, TCP forwarding
+//! both ways (`ssh -L`/`-W`, connected from the device, and `ssh -R`, listening on the device)
+//! is allowed only with the obligation [`ALLOW_TCP_FORWARDING`], and agent forwarding only with
+//! [`super::relay::ALLOW_AGENT_FORWARDING`] (the channels coming back are in [`super::relay`]).
+//! X11 forwarding is always refused.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -22,6 +24,7 @@ use super::bridge::{Bridge, DeviceRequest};
 use super::client::{self, DeviceLink};
 use super::conn::audit_later;
 use super::live::{Conn, Identity, LiveKey};
+use super::relay::{self, ALLOW_AGENT_FORWARDING, Relay};
 use super::{SshError, SshService};
 use crate::audit::{self, now_ms};
 use crate::config::AccessLevel;
@@ -88,6 +91,8 @@ pub(super) struct Gate {
     grant: Option<ConnectGrant>,
     /// Pumps of channels the user closed, still draining.
     closed: Vec<tokio::task::JoinHandle<()>>,
+    /// Channels the device may open back towards the user (armed by allowed requests).
+    relay: Relay,
 }
 
 impl Drop for Gate {
@@ -124,7 +129,15 @@ impl Gate {
             channels: std::collections::HashMap::new(),
             grant: None,
             closed: Vec::new(),
+            relay: Relay::default(),
         }
+    }
+
+    /// Whether the connect-time grant carries `obligation`.
+    fn obliged(&self, obligation: &str) -> bool {
+        self.grant
+            .as_ref()
+            .is_some_and(|g| g.obligations.iter().any(|o| o == obligation))
     }
 
     fn peer(&self) -> SocketAddr {
@@ -175,9 +188,16 @@ impl Gate {
         let device = self.service.issuer.directory().device(&id.device).cloned();
         let link = match device {
             None => Err(format!("device {:?} is not configured", id.device)),
-            Some(d) => client::connect(&self.service, &d, target.level, &id.user, &ip.to_string())
-                .await
-                .map_err(|e| e.to_string()),
+            Some(d) => client::connect(
+                &self.service,
+                &d,
+                target.level,
+                &id.user,
+                &ip.to_string(),
+                self.relay.clone(),
+            )
+            .await
+            .map_err(|e| e.to_string()),
         };
         match link {
             Ok(link) => self.device = Some(Arc::new(link)),
@@ -294,6 +314,13 @@ impl Gate {
             session.channel_failure(channel)?;
         }
         Ok(())
+    }
+
+    fn forwarding(&self, what: &str, to: &str) {
+        tracing::info!(
+            target: "audit", event = "ssh.forwarding", what, to,
+            user = self.conn.identity().map_or("-", |i| i.user.as_str()),
+        );
     }
 
     fn refused_forwarding(&self, what: &str) {
@@ -476,11 +503,23 @@ impl server::Handler for Gate {
 
     async fn agent_request(
         &mut self,
-        _channel: ChannelId,
-        _session: &mut Session,
+        channel: ChannelId,
+        session: &mut Session,
     ) -> Result<bool, SshError> {
-        self.refused_forwarding("agent");
-        Ok(false)
+        let allowed = self.obliged(ALLOW_AGENT_FORWARDING);
+        let bridge = match self.channels.get_mut(&channel) {
+            Some(b) if allowed => b,
+            _ => {
+                self.refused_forwarding("agent");
+                return Ok(false);
+            }
+        };
+        if !bridge.request(DeviceRequest::AgentForward).await {
+            return Ok(false);
+        }
+        self.relay.allow_agent(session.handle(), self.conn.clone());
+        self.forwarding("agent", "auth-agent@openssh.com");
+        Ok(true)
     }
 
     async fn channel_open_direct_tcpip(
@@ -493,10 +532,7 @@ impl server::Handler for Gate {
         reply: server::ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), SshError> {
-        let allowed = self
-            .grant
-            .as_ref()
-            .is_some_and(|g| g.obligations.iter().any(|o| o == ALLOW_TCP_FORWARDING));
+        let allowed = self.obliged(ALLOW_TCP_FORWARDING);
         let (true, Some(device)) = (allowed, self.device.clone()) else {
             self.refused_forwarding("direct-tcpip");
             reply
@@ -516,10 +552,7 @@ impl server::Handler for Gate {
                     Bridge::start(channel, device_channel, session.handle(), self.conn.clone());
                 self.conn.add_channel(id, bridge.device());
                 self.channels.insert(id, bridge);
-                tracing::info!(
-                    target: "audit", event = "ssh.forwarding", to = %format!("{host}:{port}"),
-                    user = self.conn.identity().map_or("-", |i| i.user.as_str()),
-                );
+                self.forwarding("direct-tcpip", &format!("{host}:{port}"));
             }
             Err(e) => {
                 tracing::info!(error = %e, "device refused a forwarding channel");
@@ -531,12 +564,36 @@ impl server::Handler for Gate {
 
     async fn tcpip_forward(
         &mut self,
-        _address: &str,
-        _port: &mut u32,
+        address: &str,
+        port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool, SshError> {
+        let (true, Some(device)) = (self.obliged(ALLOW_TCP_FORWARDING), self.device.clone()) else {
+            self.refused_forwarding("tcpip-forward");
+            return Ok(false);
+        };
+        let Some(bound) = relay::listen_on_device(&device, address, *port).await else {
+            return Ok(false);
+        };
+        if *port == 0 {
+            *port = bound;
+        }
+        self.relay
+            .allow_remote_tcp(session.handle(), self.conn.clone());
+        self.forwarding("tcpip-forward", &format!("{address}:{port}"));
+        Ok(true)
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
         _session: &mut Session,
     ) -> Result<bool, SshError> {
-        self.refused_forwarding("tcpip-forward");
-        Ok(false)
+        Ok(match self.device.clone() {
+            Some(device) => relay::stop_listening_on_device(&device, address, port).await,
+            None => false,
+        })
     }
 
     async fn streamlocal_forward(
