@@ -845,3 +845,46 @@ async fn a_command_killed_by_a_signal_reports_exit_signal() {
     assert!(err.contains("rtype exit-signal"), "{err}");
     assert!(!err.contains("rtype exit-status"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn terminate_cuts_the_device_side_within_a_second_even_when_the_user_reads_nothing() {
+    let f = SshFixture::start("27170-27179", "");
+    let c = client();
+    let ticket = login(&c, &f.gw, "admin", "admin-pw").await;
+    let otk = f.otk("admin", "edge-1").await;
+    // The device pours out data; the client's stdout is a pipe nobody reads, so every window
+    // and buffer on the way fills and stays full.
+    let mut child = ssh(
+        f.ssh_port,
+        "admin:edge-1",
+        &otk,
+        &["exec head -c 987654321987 /dev/zero"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let id = initiated_session(&f, &ticket).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !device_process_running("^head -c 987654321987") {
+        assert!(Instant::now() < deadline, "the flood never started");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Long enough for the buffers to fill.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = post(
+        &c,
+        &f.gw,
+        &ticket,
+        "/api/v1/tracking/opensessions/terminate",
+        json!({"sessions": id}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        device_process_gone("^head -c 987654321987", Duration::from_secs(1)),
+        "the device side still runs 1 s after terminate"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

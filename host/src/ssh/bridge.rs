@@ -83,6 +83,11 @@ impl Bridge {
         &self.device
     }
 
+    /// Handles to stop the pumps with.
+    pub fn abort_handles(&self) -> [tokio::task::AbortHandle; 2] {
+        [self.pumps[0].abort_handle(), self.pumps[1].abort_handle()]
+    }
+
     /// The pump tasks, for the owner to abort at connection end.
     pub fn into_pumps(self) -> [JoinHandle<()>; 2] {
         self.pumps

@@ -19,6 +19,9 @@ use crate::store::AuditEvent;
 
 /// How long a disconnected client gets to close its side before the task stops waiting.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long telling the user why the connection is cut may take before the device is hung up
+/// regardless (cuts are due within a second).
+const TELL_LIMIT: Duration = Duration::from_millis(300);
 
 /// Accepts connections on `listener` until `stop` turns true.
 pub async fn accept_loop(
@@ -128,23 +131,39 @@ async fn run_conn(
             _ = stop.changed() => break Some("sallyport: the gateway is shutting down".to_string()),
         }
     };
-    if let Some(message) = &reason {
-        // Tell the user on every open channel's stderr, then at the protocol level.
-        let line = format!("\r\n{message}\r\n");
-        for id in conn.channels() {
-            let _ = handle.extended_data(id, 1, line.clone().into_bytes()).await;
-        }
-        let _ = handle
-            .disconnect(Disconnect::ByApplication, message.clone(), "en".into())
-            .await;
-    }
     if reason.is_some() {
-        conn.hang_up_device().await;
+        conn.stop_pumps();
     }
-    if let Some(device) = conn.take_device() {
-        let _ = device
-            .disconnect(Disconnect::ByApplication, "session ended", "en")
-            .await;
+    if let Some(message) = &reason {
+        // Tell the user on every open channel's stderr, then at the protocol level. Bounded:
+        // a user session stalled on a full window must not delay hanging up the device.
+        let line = format!("\r\n{message}\r\n");
+        let tell = async {
+            for id in conn.channels() {
+                let _ = handle.extended_data(id, 1, line.clone().into_bytes()).await;
+            }
+            let _ = handle
+                .disconnect(Disconnect::ByApplication, message.clone(), "en".into())
+                .await;
+        };
+        if tokio::time::timeout(TELL_LIMIT, tell).await.is_err() {
+            tracing::info!(peer = %conn.peer, "user session did not take the cut message in time");
+        }
+    }
+    // Also bounded: a device session stalled on a full window is dropped instead, which ends
+    // it just as surely.
+    let hang_up = async {
+        if reason.is_some() {
+            conn.hang_up_device().await;
+        }
+        if let Some(device) = conn.take_device() {
+            let _ = device
+                .disconnect(Disconnect::ByApplication, "session ended", "en")
+                .await;
+        }
+    };
+    if tokio::time::timeout(TELL_LIMIT, hang_up).await.is_err() {
+        tracing::info!(peer = %conn.peer, "device session did not take the hang-up in time; dropped");
     }
     if reason.is_some() {
         let _ = tokio::time::timeout(CLOSE_GRACE, &mut session).await;

@@ -58,6 +58,9 @@ pub struct Conn {
     device: Mutex<Option<Arc<DeviceLink>>>,
     /// The device ends of the bridged channels, to hang up their processes when cut.
     device_channels: Mutex<Vec<Weak<DeviceChannel>>>,
+    /// The bridges' pump tasks, stopped first when the connection is cut (see
+    /// [`Conn::stop_pumps`]).
+    pumps: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 /// The writing half of a device channel.
@@ -85,6 +88,7 @@ impl Conn {
             channels: Mutex::new(Vec::new()),
             device: Mutex::new(None),
             device_channels: Mutex::new(Vec::new()),
+            pumps: Mutex::new(Vec::new()),
         }
     }
 
@@ -113,11 +117,28 @@ impl Conn {
         self.cut.subscribe()
     }
 
-    pub fn add_channel(&self, id: ChannelId, device: &Arc<DeviceChannel>) {
+    pub fn add_channel(
+        &self,
+        id: ChannelId,
+        device: &Arc<DeviceChannel>,
+        pumps: impl IntoIterator<Item = tokio::task::AbortHandle>,
+    ) {
         self.channels.lock().push(id);
         let mut d = self.device_channels.lock();
         d.retain(|w| w.strong_count() > 0);
         d.push(Arc::downgrade(device));
+        let mut p = self.pumps.lock();
+        p.retain(|h| !h.is_finished());
+        p.extend(pumps);
+    }
+
+    /// Stops every bridge pump. A pump that stopped reading (its peer's window is full) leaves
+    /// russh's session loop blocked on delivering to it, and a blocked loop sends nothing: not
+    /// the hang-up, not the disconnect. Dropping the pumps' channel ends unblocks both loops.
+    pub fn stop_pumps(&self) {
+        for p in self.pumps.lock().drain(..) {
+            p.abort();
+        }
     }
 
     /// Sends SIGHUP to the device side of every open channel and closes it. A device sshd

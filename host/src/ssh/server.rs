@@ -388,7 +388,8 @@ impl server::Handler for Gate {
                 let id = channel.id();
                 let bridge =
                     Bridge::start(channel, device_channel, session.handle(), self.conn.clone());
-                self.conn.add_channel(id, bridge.device());
+                self.conn
+                    .add_channel(id, bridge.device(), bridge.abort_handles());
                 self.channels.insert(id, bridge);
                 if let Some(identity) = self.conn.identity() {
                     let e = AuditEvent {
@@ -550,7 +551,8 @@ impl server::Handler for Gate {
                 let id = channel.id();
                 let bridge =
                     Bridge::start(channel, device_channel, session.handle(), self.conn.clone());
-                self.conn.add_channel(id, bridge.device());
+                self.conn
+                    .add_channel(id, bridge.device(), bridge.abort_handles());
                 self.channels.insert(id, bridge);
                 self.forwarding("direct-tcpip", &format!("{host}:{port}"));
             }
