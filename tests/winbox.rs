@@ -250,9 +250,33 @@ async fn live_accesses_are_restored_after_a_restart() {
     let gone = f.winbox("127.0.0.1/32").await;
     let gone_id = gone["id"].as_str().unwrap();
     f.revoke(EDGE_ID, gone_id).await;
+    let lapsed = f.winbox("127.0.0.1/32").await;
+    let lapsed_id = lapsed["id"].as_str().unwrap();
     wait_listening(port_of(&live)).await;
-    let _f = f.restarted().await;
+    // `lapsed` reaches its end while the gateway is down.
+    let Fixture { tmp, gw, http, .. } = f;
+    let path = gw.config_path.clone();
+    gw.stop();
+    let db = rusqlite::Connection::open(tmp.path().join("data/sallyport.db")).unwrap();
+    db.execute(
+        "UPDATE transient_accesses SET expires_at = ?1 WHERE id = ?2",
+        rusqlite::params![now_ms() - 1000, lapsed_id],
+    )
+    .unwrap();
+    drop(db);
+    let gw = Gateway::start(&path);
+    let ticket = login(&http, &gw, "admin", "admin-pw").await;
+    let f = Fixture {
+        tmp,
+        gw,
+        ticket,
+        http,
+    };
     wait_listening(port_of(&live)).await;
+    assert!(connect_from("127.0.0.1", port_of(&lapsed)).await.is_err());
+    let shown = f.get(EDGE_ID, lapsed_id).await;
+    assert_eq!(shown["expired"], true, "{shown}");
+    assert_eq!(shown["revoked_early"], false, "{shown}");
     let mut s = connect_from("127.0.0.1", port_of(&live)).await.unwrap();
     assert!(roundtrip(&mut s, b"after restart").await);
     // Restored with its source rule.
@@ -623,6 +647,11 @@ async fn removal_is_retried_while_the_device_is_unreachable_and_shown_pending() 
             .is_some_and(|e| e.contains("cannot reach")),
         "{shown:?}"
     );
+    // The queue survives a restart of the gateway.
+    let f = f.restarted().await;
+    let p = pending(&f, MT_ID).await;
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0]["username"], username);
     // Back online: the next retry removes the user and the queue empties.
     router.restart().await;
     let deadline = Instant::now() + Duration::from_secs(15);
