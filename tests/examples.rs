@@ -28,10 +28,10 @@ fn component(name: &str) -> Option<PathBuf> {
     if path.is_file() {
         return Some(path.canonicalize().unwrap());
     }
-    let script = if name == "weekend-read-only" {
-        "examples/weekend-read-only/build.sh"
-    } else {
-        "plugins/build.sh"
+    let script = match name {
+        "weekend-read-only" => "examples/weekend-read-only/build.sh",
+        "wasi-probe" => "tests/wasi-probe/build.sh",
+        _ => "plugins/build.sh",
     };
     let msg = format!(
         "example component {} is missing: build it with `{script}`",
@@ -424,6 +424,46 @@ async fn a_drop_in_takes_its_config_from_the_sidecar_and_reloads_when_it_changes
             gw.log()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw.stop();
+}
+
+#[tokio::test]
+async fn a_wasi_plugin_finds_no_environment_files_network_or_real_clock() {
+    let Some(wasm) = component("wasi-probe") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        tmp.path(),
+        "26360-26369",
+        &format!(
+            "[[plugins]]\nhook = \"authorize\"\npath = \"{}\"\nmemory_mb = 128\ndeadline_ms = 5000\n",
+            wasm.display()
+        ),
+    );
+    // As for the Python example: compile into the cache first, outside the start-up timeout.
+    let (warm, _) =
+        sallyport::server::Gateway::open(sallyport::config::Config::load(&cfg).unwrap()).unwrap();
+    warm.close();
+    // The gateway's own environment is not empty: the plugin must not see it.
+    assert!(std::env::vars().count() > 0);
+    let gw = Gateway::start(&cfg);
+    let c = client();
+    let admin = login(&c, &gw, "admin", "admin-pw").await;
+    let (status, body) = open(&c, &gw, &admin, "admin", "edge-1", 60).await;
+    assert_eq!(status, 403, "{body}");
+    let report = body["message"].as_str().unwrap();
+    for expected in [
+        "env=0",
+        "file=refused",
+        "dir=refused",
+        "write=refused",
+        "net=refused",
+        "wall-is-request-time=True",
+        "monotonic-fixed=True",
+    ] {
+        assert!(report.contains(expected), "{expected} not in {report:?}");
     }
     gw.stop();
 }
