@@ -26,6 +26,8 @@ pub fn run(seconds: u64, connections: usize) -> anyhow::Result<()> {
 data_dir = "{}"
 api_listen = "127.0.0.1:0"
 ssh_listen = "127.0.0.1:0"
+# Below the ephemeral range, so the gateway has nothing to warn about.
+transient_ports = "21700-21799"
 [[groups]]
 name = "ops"
 devices = ["*"]
