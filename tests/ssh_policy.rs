@@ -133,7 +133,10 @@ async fn tcp_forwarding_needs_the_policy_obligation() {
     assert_eq!(code, 255, "{out} {err}");
     assert!(err.contains("remote port forwarding failed"), "{err}");
     assert!(
-        f.gw.log_shows("what=\"tcpip-forward\"", Duration::from_secs(5)),
+        f.gw.log_shows(
+            "tcpip-forward: no policy obligation",
+            Duration::from_secs(5)
+        ),
         "{}",
         f.gw.plain_log()
     );
@@ -206,7 +209,27 @@ async fn agent_forwarding_needs_the_policy_obligation() {
     let otk = f.otk("admin", "edge-1").await;
     let (code, out, err) = list_keys(&f, &otk);
     assert_eq!(code, 2, "{out} {err}");
-    assert!(f.gw.log_shows("what=\"agent\"", Duration::from_secs(5)));
+    assert!(f.gw.log_shows("agent: no policy obligation", Duration::from_secs(5)));
+    // A row in the audit table, not just a log line.
+    let db = rusqlite::Connection::open(f.tmp.path().join("data/sallyport.db")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (subject, reason): (String, String) = match db.query_row(
+            "SELECT subject, reason FROM audit WHERE event = 'ssh.forwarding_refused'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        ) {
+            Ok(row) => row,
+            Err(_) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            Err(e) => panic!("no audit row: {e}"),
+        };
+        assert_eq!(subject, "admin");
+        assert!(reason.starts_with("agent:"), "{reason}");
+        break;
+    }
     drop(f);
 
     let grant = hostile::allow_with("authorize", None, &["allow-agent-forwarding"]);

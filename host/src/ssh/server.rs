@@ -316,19 +316,30 @@ impl Gate {
         Ok(())
     }
 
+    /// An audit row about this connection's forwarding (batched: nothing waits on it).
+    fn audit_forwarding(&self, event: &str, outcome: &str, reason: String) {
+        let id = self.conn.identity();
+        let e = AuditEvent {
+            subject: id.map(|i| i.user.clone()),
+            device: id.map(|i| i.device.clone()),
+            object: id.map(|i| i.object()),
+            source: Some(self.peer().ip().to_string()),
+            reason: Some(reason),
+            ..audit::event(now_ms(), event, id.map(|i| i.user.as_str()), outcome)
+        };
+        self.service.issuer.audit_later(e);
+    }
+
     fn forwarding(&self, what: &str, to: &str) {
-        tracing::info!(
-            target: "audit", event = "ssh.forwarding", what, to,
-            user = self.conn.identity().map_or("-", |i| i.user.as_str()),
-        );
+        self.audit_forwarding("ssh.forwarding", "allow", format!("{what} {to}"));
     }
 
     fn refused_forwarding(&self, what: &str) {
-        tracing::info!(
-            target: "audit", event = "ssh.forwarding_refused", what,
-            source = %self.peer().ip(),
-            user = self.conn.identity().map_or("-", |i| i.user.as_str()),
-        );
+        let why = match what {
+            "x11" | "streamlocal-forward" => "never forwarded by this gateway",
+            _ => "no policy obligation allows it",
+        };
+        self.audit_forwarding("ssh.forwarding_refused", "deny", format!("{what}: {why}"));
     }
 }
 
