@@ -255,7 +255,7 @@ async fn scp_sftp_and_rsync_through_the_gateway() {
             "admin:edge-1",
             &f.otk("admin", "edge-1").await,
             &[&format!(
-                "cat {remote}.tree/sub/b.txt; echo gamma > {remote}.tree/a.txt"
+                "cat {remote}.tree/sub/b.txt; echo changed on the device > {remote}.tree/a.txt"
             )],
         ),
         T,
@@ -279,7 +279,7 @@ async fn scp_sftp_and_rsync_through_the_gateway() {
     assert_eq!(code, 0, "rsync down: {err}");
     assert_eq!(
         std::fs::read_to_string(tree.join("a.txt")).unwrap(),
-        "gamma\n"
+        "changed on the device\n"
     );
     assert_eq!(
         std::fs::read_to_string(tree.join("sub/b.txt")).unwrap(),
