@@ -484,7 +484,8 @@ async fn a_drop_in_still_being_copied_does_not_deny_meanwhile() {
     let chunk = whole.len() / 8 + 1;
     for written in (chunk..whole.len()).step_by(chunk) {
         std::fs::write(&path, &whole[..written]).unwrap();
-        for _ in 0..5 {
+        // Well inside the 500 ms a changing file is given, even on a loaded machine.
+        for _ in 0..3 {
             let got = issue(&c, &gw, &admin).await;
             assert_eq!(
                 got.0, 200,
