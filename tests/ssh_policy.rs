@@ -350,3 +350,57 @@ fn now_unix_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn x11_forwarding_needs_the_policy_obligation() {
+    // A real X server (Xvfb) as the user's display; the device runs a real X client through
+    // the forwarding, which asks the server for its vendor.
+    const DISPLAY: &str = ":93";
+    struct KillOnDrop(Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _xvfb = KillOnDrop(
+        Command::new("Xvfb")
+            .args([DISPLAY, "-nolisten", "tcp"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let socket = std::path::Path::new("/tmp/.X11-unix/X93");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "Xvfb did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ask_vendor = |f: &SshFixture, otk: &str| {
+        let mut cmd = Command::new("sshpass");
+        cmd.args(["-p", otk, "ssh", "-Y", "-p", &f.ssh_port.to_string()])
+            .args(SSH_OPTS)
+            .args(["admin:edge-1@127.0.0.1", "xdpyinfo | grep 'vendor string'"])
+            .env("DISPLAY", DISPLAY)
+            .stdin(Stdio::null());
+        run_for(cmd, T)
+    };
+
+    // Without the obligation the device gets no display.
+    let f = SshFixture::start("27180-27189", "");
+    let otk = f.otk("admin", "edge-1").await;
+    let (code, out, err) = ask_vendor(&f, &otk);
+    assert_ne!(code, 0, "{out} {err}");
+    assert!(!out.contains("vendor string"), "{out}");
+    assert!(f.gw.log_shows("x11: no policy obligation", Duration::from_secs(5)));
+    drop(f);
+
+    let dir = tempfile::tempdir().unwrap();
+    let grant = hostile::allow_with("authorize", None, &["allow-x11-forwarding"]);
+    let f = SshFixture::start("27180-27189", &authorize_plugin(dir.path(), &grant));
+    let otk = f.otk("admin", "edge-1").await;
+    let (code, out, err) = ask_vendor(&f, &otk);
+    assert_eq!(code, 0, "{err}\n{}", f.gw.plain_log());
+    assert!(out.contains("vendor string:"), "{out}");
+}

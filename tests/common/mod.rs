@@ -373,7 +373,7 @@ impl Sshd {
                  AuthorizedKeysFile {d}/authorized_keys/%u\nStrictModes no\nUsePAM no\n\
                  PasswordAuthentication yes\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
                  PermitRootLogin no\nAcceptEnv SP_*\nSubsystem sftp internal-sftp\nMaxStartups 200\n\
-                 MaxSessions 100\nLogLevel ERROR\n",
+                 MaxSessions 100\nX11Forwarding yes\nLogLevel ERROR\n",
                 hk = host_key.display(),
                 d = dir.display()
             ),

@@ -46,6 +46,13 @@ pub enum DeviceRequest {
     Subsystem(String),
     /// `auth-agent-req@openssh.com`: the device may open agent channels for this session.
     AgentForward,
+    /// `x11-req`: the device may open X11 channels for this session.
+    X11 {
+        single_connection: bool,
+        protocol: String,
+        cookie: String,
+        screen: u32,
+    },
 }
 
 /// One bridged channel pair. The pumps end by themselves when either side closes; the owner
@@ -113,6 +120,15 @@ impl Bridge {
             DeviceRequest::Exec(command) => d.exec(true, command).await,
             DeviceRequest::Subsystem(name) => d.request_subsystem(true, name).await,
             DeviceRequest::AgentForward => d.agent_forward(true).await,
+            DeviceRequest::X11 {
+                single_connection,
+                protocol,
+                cookie,
+                screen,
+            } => {
+                d.request_x11(true, single_connection, protocol, cookie, screen)
+                    .await
+            }
         };
         if sent.is_err() {
             return false;

@@ -164,6 +164,22 @@ impl client::Handler for DeviceHandler {
         Ok(())
     }
 
+    async fn server_channel_open_x11(
+        &mut self,
+        channel: Channel<client::Msg>,
+        originator_address: &str,
+        originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), SshError> {
+        let kind = Opened::X11 {
+            originator_address: originator_address.to_string(),
+            originator_port,
+        };
+        self.relay.open(kind, channel, reply);
+        Ok(())
+    }
+
     async fn server_channel_open_forwarded_tcpip(
         &mut self,
         channel: Channel<client::Msg>,

@@ -1,11 +1,12 @@
-//! Channels the device opens back towards the user: agent forwarding (`ssh -A`) and remote
-//! TCP forwarding (`ssh -R`). Both are off unless the connect-time grant carries the obligation
-//! ([`ALLOW_AGENT_FORWARDING`], and [`super::server::ALLOW_TCP_FORWARDING`] for either
-//! direction of TCP forwarding); X11 forwarding is always refused.
+//! Channels the device opens back towards the user: agent forwarding (`ssh -A`), X11
+//! forwarding (`ssh -X`/`-Y`) and remote TCP forwarding (`ssh -R`). Each is off unless the
+//! connect-time grant carries its obligation ([`ALLOW_AGENT_FORWARDING`],
+//! [`ALLOW_X11_FORWARDING`], and [`super::server::ALLOW_TCP_FORWARDING`] for either direction
+//! of TCP forwarding).
 //!
 //! The user's request is forwarded to the device's session first (the device decides too);
 //! only once the device accepted does the gateway arm the [`Relay`] of the connection. When the
-//! device then opens an `auth-agent@openssh.com` or `forwarded-tcpip` channel on the gateway's
+//! device then opens an `auth-agent@openssh.com`, `x11` or `forwarded-tcpip` channel on the gateway's
 //! client session, the device-side handler asks the relay for the user's session, opens the
 //! same kind of channel to the user, and bridges the two like any other channel pair. A
 //! channel of a kind the user never asked for (or the policy never allowed) is refused.
@@ -26,12 +27,16 @@ const DEVICE_ANSWER: Duration = Duration::from_secs(30);
 /// The grant obligation that allows agent forwarding (`ssh -A`).
 pub const ALLOW_AGENT_FORWARDING: &str = "allow-agent-forwarding";
 
+/// The grant obligation that allows X11 forwarding (`ssh -X`/`-Y`).
+pub const ALLOW_X11_FORWARDING: &str = "allow-x11-forwarding";
+
 /// What the device may open back towards the user, and where the user is.
 #[derive(Clone)]
 struct Target {
     user: server::Handle,
     conn: Arc<Conn>,
     agent: bool,
+    x11: bool,
     remote_tcp: bool,
 }
 
@@ -44,6 +49,7 @@ impl std::fmt::Debug for Relay {
         let t = self.0.lock();
         f.debug_struct("Relay")
             .field("agent", &t.as_ref().is_some_and(|t| t.agent))
+            .field("x11", &t.as_ref().is_some_and(|t| t.x11))
             .field("remote_tcp", &t.as_ref().is_some_and(|t| t.remote_tcp))
             .finish()
     }
@@ -52,6 +58,10 @@ impl std::fmt::Debug for Relay {
 /// Which kind of channel the device opens.
 pub enum Opened {
     Agent,
+    X11 {
+        originator_address: String,
+        originator_port: u32,
+    },
     ForwardedTcpip {
         connected_address: String,
         connected_port: u32,
@@ -67,6 +77,7 @@ impl Relay {
             user,
             conn,
             agent: false,
+            x11: false,
             remote_tcp: false,
         });
         set(target);
@@ -75,6 +86,11 @@ impl Relay {
     /// The device accepted `auth-agent-req` for the user's session `user`.
     pub fn allow_agent(&self, user: server::Handle, conn: Arc<Conn>) {
         self.arm(user, conn, |t| t.agent = true);
+    }
+
+    /// The device accepted `x11-req` for the user's session `user`.
+    pub fn allow_x11(&self, user: server::Handle, conn: Arc<Conn>) {
+        self.arm(user, conn, |t| t.x11 = true);
     }
 
     /// The device accepted a `tcpip-forward` for the user's session `user`.
@@ -104,6 +120,7 @@ impl Relay {
         let target = self.0.lock().clone();
         let allowed = match (&target, &kind) {
             (Some(t), Opened::Agent) => t.agent,
+            (Some(t), Opened::X11 { .. }) => t.x11,
             (Some(t), Opened::ForwardedTcpip { .. }) => t.remote_tcp,
             (None, _) => false,
         };
@@ -119,6 +136,14 @@ impl Relay {
         };
         let opened = match kind {
             Opened::Agent => t.user.channel_open_agent().await,
+            Opened::X11 {
+                originator_address,
+                originator_port,
+            } => {
+                t.user
+                    .channel_open_x11(originator_address, originator_port)
+                    .await
+            }
             Opened::ForwardedTcpip {
                 connected_address,
                 connected_port,
@@ -153,6 +178,7 @@ impl Opened {
     fn name(&self) -> &'static str {
         match self {
             Opened::Agent => "auth-agent",
+            Opened::X11 { .. } => "x11",
             Opened::ForwardedTcpip { .. } => "forwarded-tcpip",
         }
     }

@@ -7,9 +7,9 @@
 //! What the connect-time grant says is enforced here: its access level caps the device
 //! credential used, its `max-ttl-seconds` bounds how long the connection lives, TCP forwarding
 //! both ways (`ssh -L`/`-W`, connected from the device, and `ssh -R`, listening on the device)
-//! is allowed only with the obligation [`ALLOW_TCP_FORWARDING`], and agent forwarding only with
-//! [`super::relay::ALLOW_AGENT_FORWARDING`] (the channels coming back are in [`super::relay`]).
-//! X11 forwarding is always refused.
+//! is allowed only with the obligation [`ALLOW_TCP_FORWARDING`], agent forwarding only with
+//! [`super::relay::ALLOW_AGENT_FORWARDING`] and X11 forwarding only with
+//! [`super::relay::ALLOW_X11_FORWARDING`] (the channels coming back are in [`super::relay`]).
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -24,7 +24,7 @@ use super::bridge::{Bridge, DeviceRequest};
 use super::client::{self, DeviceLink};
 use super::conn::audit_later;
 use super::live::{Conn, Identity, LiveKey};
-use super::relay::{self, ALLOW_AGENT_FORWARDING, Relay};
+use super::relay::{self, ALLOW_AGENT_FORWARDING, ALLOW_X11_FORWARDING, Relay};
 use super::{SshError, SshService};
 use crate::audit::{self, now_ms};
 use crate::config::AccessLevel;
@@ -336,7 +336,7 @@ impl Gate {
 
     fn refused_forwarding(&self, what: &str) {
         let why = match what {
-            "x11" | "streamlocal-forward" => "never forwarded by this gateway",
+            "streamlocal-forward" => "never forwarded by this gateway",
             _ => "no policy obligation allows it",
         };
         self.audit_forwarding("ssh.forwarding_refused", "deny", format!("{what}: {why}"));
@@ -502,14 +502,36 @@ impl server::Handler for Gate {
     async fn x11_request(
         &mut self,
         channel: ChannelId,
-        _single_connection: bool,
-        _protocol: &str,
-        _cookie: &str,
-        _screen: u32,
+        single_connection: bool,
+        protocol: &str,
+        cookie: &str,
+        screen: u32,
         session: &mut Session,
     ) -> Result<(), SshError> {
-        self.refused_forwarding("x11");
-        session.channel_failure(channel)?;
+        let allowed = self.obliged(ALLOW_X11_FORWARDING);
+        let accepted = match self.channels.get_mut(&channel) {
+            Some(bridge) if allowed => {
+                bridge
+                    .request(DeviceRequest::X11 {
+                        single_connection,
+                        protocol: protocol.to_string(),
+                        cookie: cookie.to_string(),
+                        screen,
+                    })
+                    .await
+            }
+            _ => {
+                self.refused_forwarding("x11");
+                false
+            }
+        };
+        if accepted {
+            self.relay.allow_x11(session.handle(), self.conn.clone());
+            self.forwarding("x11", "the user's display");
+            session.channel_success(channel)?;
+        } else {
+            session.channel_failure(channel)?;
+        }
         Ok(())
     }
 
