@@ -888,3 +888,54 @@ async fn terminate_cuts_the_device_side_within_a_second_even_when_the_user_reads
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_terminal_resize_reaches_the_device() {
+    let f = SshFixture::start("27190-27199", "");
+    let otk = f.otk("admin", "edge-1").await;
+    // ssh on a terminal of its own (`script`), answering the password through SSH_ASKPASS, so
+    // resizing that terminal makes ssh send window-change like an interactive user's would.
+    let askpass = f.tmp.path().join("askpass.sh");
+    std::fs::write(&askpass, format!("#!/bin/sh\necho '{otk}'\n")).unwrap();
+    std::fs::set_permissions(
+        &askpass,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let tty_file = f.tmp.path().join("tty");
+    let inner = format!(
+        "stty rows 24 cols 80; tty > {tty}; exec ssh -tt -p {port} {opts} admin:edge-1@127.0.0.1 \
+         'stty size; sleep 2; stty size'",
+        tty = tty_file.display(),
+        port = f.ssh_port,
+        opts = SSH_OPTS.join(" "),
+    );
+    let child = Command::new("script")
+        .args(["-qfec", &inner, "/dev/null"])
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the first size is printed on the device, resize the client's terminal.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !device_process_running("^sleep 2") {
+        assert!(
+            Instant::now() < deadline,
+            "the command never started on the device"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let tty = std::fs::read_to_string(&tty_file).unwrap();
+    let resized = Command::new("stty")
+        .args(["-F", tty.trim(), "rows", "40", "cols", "100"])
+        .status()
+        .unwrap();
+    assert!(resized.success());
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("24 80"), "{text:?}");
+    assert!(text.contains("40 100"), "{text:?}\n{}", f.gw.plain_log());
+}
