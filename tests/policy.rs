@@ -560,3 +560,82 @@ async fn a_configured_plugin_file_reloads_when_it_changes() {
         "{got:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_decision_in_flight_finishes_on_the_version_it_started_with() {
+    let (tmp, cfg) = setup("26280-26289");
+    let gw = Gateway::start(&cfg);
+    let c = client();
+    let admin = login(&c, &gw, "admin", "admin-pw").await;
+    let dir = plugins_dir(&tmp);
+    // Version one takes a while to decide (its sidecar allows it the time) and grants 300 s.
+    std::fs::write(dir.join("slow.toml"), "deadline_ms = 10000\n").unwrap();
+    drop_in(
+        &dir,
+        "slow.wasm",
+        &hostile::slow_allow_with_ttl("authorize", 300, 3_000_000_000),
+    )
+    .await;
+    assert!(gw.log_shows("policy plugin loaded plugin=slow ", Duration::from_secs(10)));
+    let started = Instant::now();
+    let in_flight = tokio::spawn({
+        let (c, url, admin) = (c.clone(), gw.url("/api/v1/opensession"), admin.clone());
+        async move {
+            c.post(url)
+                .header("ticket", admin)
+                .json(&json!({"user":"admin","target_device":"edge-1","duration":3600}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    // Version two, while the first decision still runs: quick, and grants 200 s.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop_in(
+        &dir,
+        "slow.wasm",
+        &hostile::allow_with_ttl("authorize", 200),
+    )
+    .await;
+    assert!(gw.log_shows("policy plugin loaded plugin=slow ", Duration::from_secs(10)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw
+        .plain_log()
+        .matches("policy plugin loaded plugin=slow ")
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "version two never loaded:\n{}",
+            gw.plain_log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Version two is serving while the first decision is still running...
+    assert!(
+        !in_flight.is_finished(),
+        "the first decision was not slow enough to overlap the reload"
+    );
+    assert_eq!(in_flight.await.unwrap(), 200);
+    let second = issue(&c, &gw, &admin).await;
+    assert_eq!(second.0, 200, "{second:?}");
+    eprintln!("first decision took {:?}", started.elapsed());
+    // ...and yet it was decided by version one, and the later request by version two.
+    let (_, list) = get(&c, &gw, &admin, "/api/v1/tracking/opensessions").await;
+    let lifetime = |s: &serde_json::Value| {
+        let t = |k: &str| {
+            time::OffsetDateTime::parse(
+                s[k].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap()
+        };
+        (t("expires_at") - t("created_at")).whole_seconds()
+    };
+    let mut lifetimes: Vec<i64> = list.as_array().unwrap().iter().map(lifetime).collect();
+    lifetimes.sort();
+    // `issue` asks for 60 s, under both grants; the in-flight request asked for an hour.
+    assert_eq!(lifetimes, [60, 300], "{list}");
+}

@@ -67,6 +67,23 @@ pub fn allow_with_ttl(export: &str, ttl: u32) -> Vec<u8> {
     component(export, "(i32.const 2048)", &d, "")
 }
 
+/// `allow` with `max-ttl-seconds = Some(ttl)`, after counting to `iterations` (a decision that
+/// takes a while, for in-flight tests; give it a generous deadline).
+pub fn slow_allow_with_ttl(export: &str, ttl: u32, iterations: u32) -> Vec<u8> {
+    let mut d = vec![0u8; 24];
+    d[4] = 1; // option<u32>: some
+    d[8..12].copy_from_slice(&ttl.to_le_bytes());
+    let body = format!(
+        "(local $i i32)
+         (block $done (loop $again
+           (local.set $i (i32.add (local.get $i) (i32.const 1)))
+           (br_if $done (i32.ge_u (local.get $i) (i32.const {iterations})))
+           (br $again)))
+         (i32.const 2048)"
+    );
+    component(export, &body, &d, "")
+}
+
 /// `allow` with a grant: `max-ttl-seconds = ttl` and `obligations`.
 pub fn allow_with(export: &str, ttl: Option<u32>, obligations: &[&str]) -> Vec<u8> {
     const BASE: u32 = 2048;
