@@ -515,6 +515,19 @@ async fn a_drop_in_still_being_copied_does_not_deny_meanwhile() {
     })
     .await;
     assert_eq!(got.0, 403);
+    // Rewriting a broken plugin (still broken) does not lift its deny, not even briefly.
+    for round in 0..5 {
+        std::fs::write(
+            plugins_dir(&tmp).join("broken.wasm"),
+            format!("\0asm still broken {round}"),
+        )
+        .unwrap();
+        for _ in 0..3 {
+            let got = issue(&c, &gw, &admin).await;
+            assert_eq!(got.0, 403, "round {round}: {got:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 #[tokio::test]

@@ -173,8 +173,25 @@ impl Issuer {
         req.source = Some(src.clone());
         req.allow_only_cidr = access.allow_only_cidr.clone();
         req.allow_rfc1918 = access.allow_rfc1918;
-        self.decide_connect(&req, &access.username, &access.device, &src)
-            .await
+        let grant = self
+            .decide_connect(&req, &access.username, &access.device, &src)
+            .await?;
+        // Winbox logs in as the device user made for the access, with the access's level: a
+        // grant that caps a full access to read-only cannot be honoured per connection.
+        if access.full_access && grant.cap(AccessLevel::Full) != AccessLevel::Full {
+            self.metrics.deny("connect", "authorize");
+            return Err(self
+                .refuse(
+                    &access.username,
+                    &access.device,
+                    &src,
+                    "authorize: the policy allows read-only, and this access's device user has \
+                     full access"
+                        .into(),
+                )
+                .await);
+        }
+        Ok(grant)
     }
 
     async fn decide_connect(

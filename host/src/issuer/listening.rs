@@ -98,8 +98,15 @@ impl Listening {
 
     /// Waits for the listener `rx` was registered for, at most [`LISTEN_WAIT`].
     pub async fn wait(&self, id: uuid::Uuid, rx: oneshot::Receiver<()>) {
+        /// Removes the registration however the wait ends (also when the caller goes away).
+        struct Forget<'a>(&'a Listening, uuid::Uuid);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                self.0.waiting.lock().remove(&self.1);
+            }
+        }
+        let _forget = Forget(self, id);
         if tokio::time::timeout(LISTEN_WAIT, rx).await.is_err() {
-            self.waiting.lock().remove(&id);
             tracing::warn!(access = %id, "the access's listener did not report within {LISTEN_WAIT:?}; answering anyway");
         }
     }
@@ -146,6 +153,17 @@ mod tests {
         let start = tokio::time::Instant::now();
         l.wait(id, rx).await;
         assert_eq!(start.elapsed(), LISTEN_WAIT);
+        assert!(l.waiting.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_wait_leaves_nothing_behind() {
+        let l = Listening::default();
+        let _serving = l.serve(TransientKind::Ssh);
+        let id = uuid::Uuid::new_v4();
+        let rx = l.expect(TransientKind::Ssh, id).unwrap();
+        // The caller (an HTTP request) goes away mid-wait.
+        let _ = tokio::time::timeout(Duration::from_millis(10), l.wait(id, rx)).await;
         assert!(l.waiting.lock().is_empty());
     }
 

@@ -537,7 +537,9 @@ impl Loader {
                     tracing::error!(plugin = %spec.name, error = %e, "policy plugin failed to load; keeping the previous version");
                     next.extend(runnable_old.into_iter().cloned());
                 }
-                Err(_) if self.being_written(spec, &fp) => {
+                // Only for a plugin with no version at all: a broken one that denies now
+                // keeps denying (below) however often its file is touched.
+                Err(_) if olds.is_empty() && self.being_written(spec, &fp) => {
                     // Most likely a copy still in progress: look again on the next pass rather
                     // than make every hook deny for a file that is not complete yet.
                     tracing::debug!(plugin = %spec.name, "new drop-in does not load yet; waiting for it to settle");

@@ -152,11 +152,13 @@ async fn run_conn(
     }
     // Also bounded: a device session stalled on a full window is dropped instead, which ends
     // it just as surely.
+    // Taken out first, so the link goes with this task even if the hang-up times out.
+    let device = conn.take_device();
     let hang_up = async {
         if reason.is_some() {
             conn.hang_up_device().await;
         }
-        if let Some(device) = conn.take_device() {
+        if let Some(device) = &device {
             let _ = device
                 .disconnect(Disconnect::ByApplication, "session ended", "en")
                 .await;
@@ -165,9 +167,13 @@ async fn run_conn(
     if tokio::time::timeout(TELL_LIMIT, hang_up).await.is_err() {
         tracing::info!(peer = %conn.peer, "device session did not take the hang-up in time; dropped");
     }
+    drop(device);
     if reason.is_some() {
         let _ = tokio::time::timeout(CLOSE_GRACE, &mut session).await;
     }
+    // Whatever still pumps (channels the device opened back, see `relay`) ends with the
+    // connection.
+    conn.stop_pumps();
     if let Some(id) = conn.identity() {
         let e = AuditEvent {
             subject: Some(id.user.clone()),

@@ -127,6 +127,11 @@ impl Conn {
         let mut d = self.device_channels.lock();
         d.retain(|w| w.strong_count() > 0);
         d.push(Arc::downgrade(device));
+        self.add_pumps(pumps);
+    }
+
+    /// Pumps of a channel pair the user did not open (see `relay`): stopped with the rest.
+    pub fn add_pumps(&self, pumps: impl IntoIterator<Item = tokio::task::AbortHandle>) {
         let mut p = self.pumps.lock();
         p.retain(|h| !h.is_finished());
         p.extend(pumps);

@@ -8,10 +8,14 @@
 //! only once the device accepted does the gateway arm the [`Relay`] of the connection. When the
 //! device then opens an `auth-agent@openssh.com`, `x11` or `forwarded-tcpip` channel on the gateway's
 //! client session, the device-side handler asks the relay for the user's session, opens the
-//! same kind of channel to the user, and bridges the two like any other channel pair. A
-//! channel of a kind the user never asked for (or the policy never allowed) is refused.
+//! same kind of channel to the user, and bridges the two like any other channel pair (its pumps
+//! are the connection's, stopped with it). A channel of a kind the user never asked for (or the
+//! policy never allowed), or a `forwarded-tcpip` for a port the device was not asked to listen
+//! on, is refused. The relay holds the connection weakly and is disarmed when the user's
+//! handler goes, so it never keeps a finished connection or its device session alive.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -34,10 +38,11 @@ pub const ALLOW_X11_FORWARDING: &str = "allow-x11-forwarding";
 #[derive(Clone)]
 struct Target {
     user: server::Handle,
-    conn: Arc<Conn>,
+    conn: Weak<Conn>,
     agent: bool,
     x11: bool,
-    remote_tcp: bool,
+    /// Ports the device listens on for the user (`tcpip-forward`).
+    remote_ports: HashSet<u32>,
 }
 
 /// Shared by the user-side handler (which arms it) and the device-side one (which uses it).
@@ -50,7 +55,10 @@ impl std::fmt::Debug for Relay {
         f.debug_struct("Relay")
             .field("agent", &t.as_ref().is_some_and(|t| t.agent))
             .field("x11", &t.as_ref().is_some_and(|t| t.x11))
-            .field("remote_tcp", &t.as_ref().is_some_and(|t| t.remote_tcp))
+            .field(
+                "remote_ports",
+                &t.as_ref().map(|t| t.remote_ports.len()).unwrap_or(0),
+            )
             .finish()
     }
 }
@@ -71,31 +79,46 @@ pub enum Opened {
 }
 
 impl Relay {
-    fn arm(&self, user: server::Handle, conn: Arc<Conn>, set: impl FnOnce(&mut Target)) {
+    fn arm(&self, user: server::Handle, conn: &Arc<Conn>, set: impl FnOnce(&mut Target)) {
         let mut slot = self.0.lock();
         let target = slot.get_or_insert_with(|| Target {
             user,
-            conn,
+            conn: Arc::downgrade(conn),
             agent: false,
             x11: false,
-            remote_tcp: false,
+            remote_ports: HashSet::new(),
         });
         set(target);
     }
 
+    /// Forgets everything: the user's handler is gone.
+    pub fn disarm(&self) {
+        self.0.lock().take();
+    }
+
     /// The device accepted `auth-agent-req` for the user's session `user`.
-    pub fn allow_agent(&self, user: server::Handle, conn: Arc<Conn>) {
+    pub fn allow_agent(&self, user: server::Handle, conn: &Arc<Conn>) {
         self.arm(user, conn, |t| t.agent = true);
     }
 
     /// The device accepted `x11-req` for the user's session `user`.
-    pub fn allow_x11(&self, user: server::Handle, conn: Arc<Conn>) {
+    pub fn allow_x11(&self, user: server::Handle, conn: &Arc<Conn>) {
         self.arm(user, conn, |t| t.x11 = true);
     }
 
-    /// The device accepted a `tcpip-forward` for the user's session `user`.
-    pub fn allow_remote_tcp(&self, user: server::Handle, conn: Arc<Conn>) {
-        self.arm(user, conn, |t| t.remote_tcp = true);
+    /// The device is about to listen on `port` for the user: armed before it answers, since
+    /// its first connection may arrive right behind the answer.
+    pub fn allow_remote_port(&self, user: server::Handle, conn: &Arc<Conn>, port: u32) {
+        self.arm(user, conn, |t| {
+            t.remote_ports.insert(port);
+        });
+    }
+
+    /// The device no longer listens on `port` (it refused, or the user cancelled).
+    pub fn forget_remote_port(&self, port: u32) {
+        if let Some(t) = self.0.lock().as_mut() {
+            t.remote_ports.remove(&port);
+        }
     }
 
     /// The device opened `device_channel`: open the same kind towards the user and bridge
@@ -121,10 +144,13 @@ impl Relay {
         let allowed = match (&target, &kind) {
             (Some(t), Opened::Agent) => t.agent,
             (Some(t), Opened::X11 { .. }) => t.x11,
-            (Some(t), Opened::ForwardedTcpip { .. }) => t.remote_tcp,
+            (Some(t), Opened::ForwardedTcpip { connected_port, .. }) => {
+                t.remote_ports.contains(connected_port)
+            }
             (None, _) => false,
         };
-        let (true, Some(t)) = (allowed, target) else {
+        let conn = target.as_ref().and_then(|t| t.conn.upgrade());
+        let (true, Some(t), Some(conn)) = (allowed, target, conn) else {
             tracing::info!(
                 target: "audit", event = "ssh.forwarding_refused",
                 what = kind.name(), "the device opened a channel the user did not ask for"
@@ -163,8 +189,8 @@ impl Relay {
         match opened {
             Ok(user_channel) => {
                 reply.accept().await;
-                // The pumps end when either side closes, or when the connection's sessions do.
-                let _detached = Bridge::start(user_channel, device_channel, t.user, t.conn);
+                let bridge = Bridge::start(user_channel, device_channel, t.user, conn.clone());
+                conn.add_pumps(bridge.abort_handles());
             }
             Err(e) => {
                 tracing::info!(error = %e, "the user refused a channel the device opened");

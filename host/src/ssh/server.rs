@@ -97,6 +97,7 @@ pub(super) struct Gate {
 
 impl Drop for Gate {
     fn drop(&mut self) {
+        self.relay.disarm();
         for bridge in std::mem::take(&mut self.channels).into_values() {
             for p in bridge.into_pumps() {
                 p.abort();
@@ -526,7 +527,7 @@ impl server::Handler for Gate {
             }
         };
         if accepted {
-            self.relay.allow_x11(session.handle(), self.conn.clone());
+            self.relay.allow_x11(session.handle(), &self.conn);
             self.forwarding("x11", "the user's display");
             session.channel_success(channel)?;
         } else {
@@ -551,7 +552,7 @@ impl server::Handler for Gate {
         if !bridge.request(DeviceRequest::AgentForward).await {
             return Ok(false);
         }
-        self.relay.allow_agent(session.handle(), self.conn.clone());
+        self.relay.allow_agent(session.handle(), &self.conn);
         self.forwarding("agent", "auth-agent@openssh.com");
         Ok(true)
     }
@@ -607,14 +608,20 @@ impl server::Handler for Gate {
             self.refused_forwarding("tcpip-forward");
             return Ok(false);
         };
-        let Some(bound) = relay::listen_on_device(&device, address, *port).await else {
+        let asked = *port;
+        self.relay
+            .allow_remote_port(session.handle(), &self.conn, asked);
+        let Some(bound) = relay::listen_on_device(&device, address, asked).await else {
+            self.relay.forget_remote_port(asked);
             return Ok(false);
         };
-        if *port == 0 {
+        if asked == 0 {
+            // The device chose the port: that is the one its connections will name.
+            self.relay.forget_remote_port(0);
+            self.relay
+                .allow_remote_port(session.handle(), &self.conn, bound);
             *port = bound;
         }
-        self.relay
-            .allow_remote_tcp(session.handle(), self.conn.clone());
         self.forwarding("tcpip-forward", &format!("{address}:{port}"));
         Ok(true)
     }
@@ -625,6 +632,7 @@ impl server::Handler for Gate {
         port: u32,
         _session: &mut Session,
     ) -> Result<bool, SshError> {
+        self.relay.forget_remote_port(port);
         Ok(match self.device.clone() {
             Some(device) => relay::stop_listening_on_device(&device, address, port).await,
             None => false,

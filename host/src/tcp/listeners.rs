@@ -123,7 +123,10 @@ impl<H: AccessHandler> Listeners<H> {
             self.close(id).await;
         }
         for access in live {
-            if !self.open.lock().contains_key(&access.id) {
+            if self.open.lock().contains_key(&access.id) {
+                // Opened by an earlier pass, maybe before its creator began to wait for it.
+                self.issuer.listening().opened(access.id);
+            } else {
                 self.open_one(access).await;
             }
         }

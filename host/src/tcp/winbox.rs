@@ -3,7 +3,7 @@
 //! allowed, spliced to the device's `winbox` address until either side closes, the access
 //! ends, or the policy's grant runs out (`max-ttl-seconds`, counted from the connection's
 //! start). Winbox itself authenticates on the device, with the user the provisioner created,
-//! so a grant that caps a full access to read-only cannot be met there and is a refusal.
+//! so a grant that caps a full access to read-only is a refusal (decided in the issuer).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +17,6 @@ use super::TcpError;
 use super::listeners::AccessHandler;
 use super::splice::{self, BufferPool, Counters};
 use crate::audit::{self, now_ms};
-use crate::config::AccessLevel;
 use crate::issuer::Issuer;
 use crate::store::{AuditEvent, TransientAccess, TransientKind};
 
@@ -84,19 +83,6 @@ impl Winbox {
         let Ok(grant) = self.issuer.connect_winbox(&access, peer.ip()).await else {
             return;
         };
-        // The device-side user was made with the access's level and Winbox logs in as it: a
-        // grant capping a full access to read-only cannot be honoured, so it refuses.
-        if access.full_access && grant.cap(AccessLevel::Full) != AccessLevel::Full {
-            self.audit(
-                &access,
-                peer,
-                "connect.refused",
-                "deny",
-                "the policy allows read-only, and this access's device user has full access".into(),
-            )
-            .await;
-            return;
-        }
         let max_session = grant
             .max_session_seconds
             .map(|s| Duration::from_secs(s.into()));
