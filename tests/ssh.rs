@@ -682,6 +682,23 @@ async fn failed_logins_penalise_the_source_and_idle_logins_time_out() {
     let (code, out, _) = run_for(other, T);
     assert_eq!((code, out.as_str()), (0, "yes\n"));
     assert!(f.gw.log_shows("event=ssh.source_penalised", Duration::from_secs(5)));
+    // Connections turned away before the handshake are audit rows too, per source.
+    let db = rusqlite::Connection::open(f.tmp.path().join("data/sallyport.db")).unwrap();
+    let rows = |event: &str, source: &str| -> i64 {
+        db.query_row(
+            "SELECT count(*) FROM audit WHERE event = ?1 AND source = ?2",
+            [event, source],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rows("ssh.refused_penalised", "127.0.0.1") == 0 {
+        assert!(Instant::now() < deadline, "no ssh.refused_penalised row");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(rows("ssh.refused_busy", "127.0.0.5") >= 1);
+    assert!(rows("ssh.refused_penalised", "127.0.0.5") >= 1);
 
     // The grace time bounds the login only: a logged-in session outlives it. (Regression: the
     // timer armed before login used to cut every session after the grace time.)

@@ -230,12 +230,14 @@ impl Issuer {
 
     /// Audits a refused connection and returns the one error every refusal gives.
     /// Rows are bounded per source (see [`super::refusals`]).
-    async fn refuse(&self, user: &str, device: &str, src: &str, reason: String) -> IssuerError {
-        let reason = match self.refusals.admit(src, now_ms()) {
-            Admit::Record { skipped: 0 } => reason,
-            Admit::Record { skipped } => format!(
+    /// The reason to record for a refusal from `src`, or `None` if this source's rows are
+    /// used up for the minute (see [`super::refusals`]).
+    fn bounded_reason(&self, src: &str, reason: String) -> Option<String> {
+        match self.refusals.admit(src, now_ms()) {
+            Admit::Record { skipped: 0 } => Some(reason),
+            Admit::Record { skipped } => Some(format!(
                 "{reason} (after {skipped} more refusals from this source that were not recorded)"
-            ),
+            )),
             Admit::Skip { first } => {
                 if first {
                     tracing::warn!(
@@ -243,8 +245,27 @@ impl Issuer {
                         "over {ROWS_PER_WINDOW} refused connections from one source within a minute; not recording more of them this minute"
                     );
                 }
-                return IssuerError::Refused;
+                None
             }
+        }
+    }
+
+    /// Audits a connection turned away before any login (a penalised source, too many
+    /// unauthenticated connections): bounded per source like every refusal, and written with
+    /// the next batch, so an accept loop under a flood never waits on the store.
+    pub fn refused_before_login(&self, event: &str, src: &str, reason: String) {
+        if let Some(reason) = self.bounded_reason(src, reason) {
+            self.audit_later(AuditEvent {
+                source: Some(src.into()),
+                reason: Some(reason),
+                ..audit::event(now_ms(), event, None, "deny")
+            });
+        }
+    }
+
+    async fn refuse(&self, user: &str, device: &str, src: &str, reason: String) -> IssuerError {
+        let Some(reason) = self.bounded_reason(src, reason) else {
+            return IssuerError::Refused;
         };
         let e = AuditEvent {
             subject: Some(user.into()),

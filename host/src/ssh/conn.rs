@@ -45,21 +45,27 @@ pub async fn accept_loop(
         let guard = match service.limits.admit(peer.ip()) {
             Ok(g) => g,
             Err(why) => {
-                // Not audited row by row: a flood must not become a flood of writes.
-                match why {
-                    Refusal::Penalised { remaining } => tracing::info!(
-                        target: "audit", event = "ssh.refused_penalised", source = %peer.ip(),
-                        remaining_secs = remaining.as_secs(), "connection refused"
+                // Rows bounded per source: a flood must not become a flood of writes.
+                let (event, reason) = match why {
+                    Refusal::Penalised { remaining } => (
+                        "ssh.refused_penalised",
+                        format!(
+                            "source penalised for failed logins, {} s left",
+                            remaining.as_secs()
+                        ),
                     ),
-                    Refusal::TooManyUnauthenticated => tracing::warn!(
-                        target: "audit", event = "ssh.refused_busy", source = %peer.ip(),
-                        "too many unauthenticated connections"
+                    Refusal::TooManyUnauthenticated => (
+                        "ssh.refused_busy",
+                        "too many unauthenticated connections".to_string(),
                     ),
-                    Refusal::TooManyFromSource => tracing::warn!(
-                        target: "audit", event = "ssh.refused_busy", source = %peer.ip(),
-                        "too many unauthenticated connections from this source"
+                    Refusal::TooManyFromSource => (
+                        "ssh.refused_busy",
+                        "too many unauthenticated connections from this source".to_string(),
                     ),
-                }
+                };
+                service
+                    .issuer
+                    .refused_before_login(event, &peer.ip().to_string(), reason);
                 drop(stream);
                 continue;
             }
