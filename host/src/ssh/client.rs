@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
-use russh::{Channel, ChannelOpenFailure, client};
+use russh::{Channel, client};
 
-use super::relay::{Opened, Relay};
+use super::relay::{Opened, Relay, prohibit};
 use super::{SshError, SshService};
 use crate::audit::{self, now_ms};
 use crate::config::AccessLevel;
@@ -172,9 +172,7 @@ impl client::Handler for DeviceHandler {
         reply: client::ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), SshError> {
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        prohibit(reply).await;
         Ok(())
     }
 
@@ -188,9 +186,7 @@ impl client::Handler for DeviceHandler {
         reply: client::ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), SshError> {
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        prohibit(reply).await;
         Ok(())
     }
 
@@ -201,9 +197,7 @@ impl client::Handler for DeviceHandler {
         reply: client::ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), SshError> {
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        prohibit(reply).await;
         Ok(())
     }
 
@@ -214,9 +208,7 @@ impl client::Handler for DeviceHandler {
         reply: client::ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), SshError> {
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        prohibit(reply).await;
         Ok(())
     }
 

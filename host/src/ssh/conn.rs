@@ -204,19 +204,26 @@ async fn run_conn(
 /// `PerSourcePenalties` counts `grace-exceeded`: idle connections cannot be renewed forever.
 fn grace_exceeded(service: &Arc<SshService>, conn: &Conn) {
     tracing::info!(peer = %conn.peer, "login grace time exceeded");
-    if let Some(penalty) = service.limits.failure(conn.peer.ip()) {
-        audit_later(
-            service,
-            AuditEvent {
-                source: Some(conn.peer.ip().to_string()),
-                reason: Some(format!(
-                    "refused for {} s after failed logins (the last: login grace time exceeded)",
-                    penalty.as_secs()
-                )),
-                ..audit::event(now_ms(), "ssh.source_penalised", None, "deny")
-            },
-        );
+    if let Some(e) = failed_login(service, conn.peer.ip(), "login grace time exceeded") {
+        audit_later(service, e);
     }
+}
+
+/// Counts a failed login from `ip`; if that starts a penalty, the audit row saying so.
+pub(super) fn failed_login(
+    service: &SshService,
+    ip: std::net::IpAddr,
+    what: &str,
+) -> Option<AuditEvent> {
+    let penalty = service.limits.failure(ip)?;
+    Some(AuditEvent {
+        source: Some(ip.to_string()),
+        reason: Some(format!(
+            "refused for {} s after failed logins (the last: {what})",
+            penalty.as_secs()
+        )),
+        ..audit::event(now_ms(), "ssh.source_penalised", None, "deny")
+    })
 }
 
 /// Writes an audit row without making the user wait for its commit: rows that record an

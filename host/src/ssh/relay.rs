@@ -155,9 +155,7 @@ impl Relay {
                 target: "audit", event = "ssh.forwarding_refused",
                 what = kind.name(), "the device opened a channel the user did not ask for"
             );
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
+            prohibit(reply).await;
             return;
         };
         let opened = match kind {
@@ -229,4 +227,11 @@ pub async fn stop_listening_on_device(device: &DeviceLink, address: &str, port: 
         tokio::time::timeout(DEVICE_ANSWER, device.cancel_tcpip_forward(address, port)).await,
         Ok(Ok(()))
     )
+}
+
+/// Refuses a channel the device opens, as administratively prohibited.
+pub async fn prohibit(reply: client::ChannelOpenHandle) {
+    reply
+        .reject(ChannelOpenFailure::AdministrativelyProhibited)
+        .await;
 }

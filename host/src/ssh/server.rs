@@ -22,7 +22,7 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, Meth
 
 use super::bridge::{Bridge, DeviceRequest};
 use super::client::{self, DeviceLink};
-use super::conn::audit_later;
+use super::conn::{audit_later, failed_login};
 use super::live::{Conn, Identity, LiveKey};
 use super::relay::{self, ALLOW_AGENT_FORWARDING, ALLOW_X11_FORWARDING, Relay};
 use super::{SshError, SshService};
@@ -158,15 +158,7 @@ impl Gate {
         let target = match target {
             Ok(t) => t,
             Err(IssuerError::Refused) => {
-                if let Some(penalty) = self.service.limits.failure(ip) {
-                    let e = AuditEvent {
-                        source: Some(ip.to_string()),
-                        reason: Some(format!(
-                            "refused for {} s after failed logins",
-                            penalty.as_secs()
-                        )),
-                        ..audit::event(now_ms(), "ssh.source_penalised", None, "deny")
-                    };
+                if let Some(e) = failed_login(&self.service, ip, "a wrong key or password") {
                     self.service.issuer.audit_event(e).await?;
                 }
                 return Ok(reject());
