@@ -99,14 +99,7 @@ async fn session_lifetime(
         .filter(|s| s["user"] == user)
         .collect();
     assert_eq!(sessions.len(), 1, "{list}");
-    let t = |k: &str| {
-        let s = sessions[0][k].as_str().unwrap();
-        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
-    };
-    (
-        (t("expires_at") - t("created_at")).whole_seconds(),
-        sessions[0].clone(),
-    )
+    (lifetime_secs(sessions[0]), sessions[0].clone())
 }
 
 fn now_utc() -> time::OffsetDateTime {
@@ -365,22 +358,12 @@ async fn the_python_wasi_plugin_loads_and_decides() {
 async fn lifetimes(c: &reqwest::Client, gw: &Gateway, ticket: &str, user: &str) -> Vec<i64> {
     let (status, list) = get(c, gw, ticket, "/api/v1/tracking/opensessions").await;
     assert_eq!(status, 200, "{list}");
-    let t = |s: &serde_json::Value, k: &str| {
-        time::OffsetDateTime::parse(
-            s[k].as_str().unwrap(),
-            &time::format_description::well_known::Rfc3339,
-        )
-        .unwrap()
-    };
     let mut mine: Vec<(time::OffsetDateTime, i64)> = list
         .as_array()
         .unwrap()
         .iter()
         .filter(|s| s["user"] == user)
-        .map(|s| {
-            let created = t(s, "created_at");
-            (created, (t(s, "expires_at") - created).whole_seconds())
-        })
+        .map(|s| (session_time(s, "created_at"), lifetime_secs(s)))
         .collect();
     mine.sort();
     mine.into_iter().map(|(_, secs)| secs).collect()
@@ -407,9 +390,7 @@ async fn a_drop_in_takes_its_config_from_the_sidecar_and_reloads_when_it_changes
     assert_eq!(lifetimes(&c, &gw, &admin, "admin").await, [120]);
 
     // A new sidecar (written whole, then renamed into place) is a new version of the plugin.
-    let next = plugins.join(".clamp.toml.tmp");
-    std::fs::write(&next, "[config]\nmax_ttl_seconds = 300\n").unwrap();
-    std::fs::rename(&next, plugins.join("clamp.toml")).unwrap();
+    drop_in(&plugins, "clamp.toml", b"[config]\nmax_ttl_seconds = 300\n").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         assert_eq!(open(&c, &gw, &admin, "admin", "edge-1", 3600).await.0, 200);

@@ -13,7 +13,7 @@ mod common;
 #[path = "common/hostile.rs"]
 mod hostile;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -34,14 +34,6 @@ async fn issue(c: &reqwest::Client, gw: &Gateway, ticket: &str) -> (u16, serde_j
         json!({"user":"admin","target_device":"edge-1","duration":60}),
     )
     .await
-}
-
-/// Writes a drop-in atomically (as an admin's `cp` + `mv` would) and waits until a decision
-/// reflects it: `until` sees the response.
-async fn drop_in(dir: &Path, name: &str, bytes: &[u8]) {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes).unwrap();
-    std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
 
 async fn wait_for(
@@ -364,19 +356,7 @@ async fn hot_reload_under_load_fails_no_decision() {
     // for to 300..=319 s), never by a gap without it (the hour would stand).
     let (status, list) = get(&c, &gw, &admin, "/api/v1/tracking/opensessions").await;
     assert_eq!(status, 200);
-    let t = |s: &serde_json::Value, k: &str| {
-        time::OffsetDateTime::parse(
-            s[k].as_str().unwrap(),
-            &time::format_description::well_known::Rfc3339,
-        )
-        .unwrap()
-    };
-    let lifetimes: Vec<i64> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (t(s, "expires_at") - t(s, "created_at")).whole_seconds())
-        .collect();
+    let lifetimes: Vec<i64> = list.as_array().unwrap().iter().map(lifetime_secs).collect();
     assert_eq!(lifetimes.len() as u64, ok, "every issued session is listed");
     assert!(
         lifetimes.iter().all(|l| (299..=320).contains(l)),
@@ -637,17 +617,7 @@ async fn a_decision_in_flight_finishes_on_the_version_it_started_with() {
     eprintln!("first decision took {:?}", started.elapsed());
     // ...and yet it was decided by version one, and the later request by version two.
     let (_, list) = get(&c, &gw, &admin, "/api/v1/tracking/opensessions").await;
-    let lifetime = |s: &serde_json::Value| {
-        let t = |k: &str| {
-            time::OffsetDateTime::parse(
-                s[k].as_str().unwrap(),
-                &time::format_description::well_known::Rfc3339,
-            )
-            .unwrap()
-        };
-        (t("expires_at") - t("created_at")).whole_seconds()
-    };
-    let mut lifetimes: Vec<i64> = list.as_array().unwrap().iter().map(lifetime).collect();
+    let mut lifetimes: Vec<i64> = list.as_array().unwrap().iter().map(lifetime_secs).collect();
     lifetimes.sort();
     // `issue` asks for 60 s, under both grants; the in-flight request asked for an hour.
     assert_eq!(lifetimes, [60, 300], "{list}");

@@ -333,6 +333,19 @@ async fn interactive_shell_with_pty_env_and_window_size() {
     assert!(out.contains("env=hola"), "{out}");
 }
 
+/// Terminates session `id` through the REST API.
+async fn terminate(f: &SshFixture, ticket: &str, id: &str) {
+    let (status, body) = post(
+        &client(),
+        &f.gw,
+        ticket,
+        "/api/v1/tracking/opensessions/terminate",
+        json!({"sessions": id}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
 /// Waits until `cmd` (already spawned) has been running on the device, i.e. the session shows
 /// `initiated`, and returns its session id.
 async fn initiated_session(f: &SshFixture, ticket: &str) -> String {
@@ -370,24 +383,11 @@ async fn terminate_cuts_a_running_command_within_a_second() {
     .unwrap();
     let id = initiated_session(&f, &ticket).await;
     // Let the command start on the device.
-    let mut started = false;
-    for _ in 0..200 {
-        if device_process_running("^sleep 61") {
-            started = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(started, "sleep never started on the device");
-    let (status, body) = post(
-        &c,
-        &f.gw,
-        &ticket,
-        "/api/v1/tracking/opensessions/terminate",
-        json!({"sessions": id}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    assert!(
+        device_process_started("^sleep 61", Duration::from_secs(5)),
+        "sleep never started on the device"
+    );
+    terminate(&f, &ticket, &id).await;
     let cut_at = Instant::now();
     let code = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -498,15 +498,7 @@ async fn transient_ssh_access_on_its_own_port_source_limited_and_revocable() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut started = false;
-    for _ in 0..200 {
-        if device_process_running("^sleep 62") {
-            started = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(started);
+    assert!(device_process_started("^sleep 62", Duration::from_secs(5)));
     let r = c
         .delete(f.gw.url(&format!(
             "/sites/{EDGE_ID}/transient-accesses/{}",
@@ -882,22 +874,13 @@ async fn terminate_cuts_the_device_side_within_a_second_even_when_the_user_reads
     .spawn()
     .unwrap();
     let id = initiated_session(&f, &ticket).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !device_process_running("^head -c 987654321987") {
-        assert!(Instant::now() < deadline, "the flood never started");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    assert!(
+        device_process_started("^head -c 987654321987", Duration::from_secs(10)),
+        "the flood never started"
+    );
     // Long enough for the buffers to fill.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (status, body) = post(
-        &c,
-        &f.gw,
-        &ticket,
-        "/api/v1/tracking/opensessions/terminate",
-        json!({"sessions": id}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    terminate(&f, &ticket, &id).await;
     assert!(
         device_process_gone("^head -c 987654321987", Duration::from_secs(1)),
         "the device side still runs 1 s after terminate"
@@ -937,14 +920,10 @@ async fn a_terminal_resize_reaches_the_device() {
         .spawn()
         .unwrap();
     // Once the first size is printed on the device, resize the client's terminal.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !device_process_running("^sleep 2") {
-        assert!(
-            Instant::now() < deadline,
-            "the command never started on the device"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    assert!(
+        device_process_started("^sleep 2", Duration::from_secs(20)),
+        "the command never started on the device"
+    );
     let tty = std::fs::read_to_string(&tty_file).unwrap();
     let resized = Command::new("stty")
         .args(["-F", tty.trim(), "rows", "40", "cols", "100"])

@@ -107,13 +107,11 @@ fn wait_for(child: Child, limit: Duration) -> std::process::Output {
 
 /// Waits until `pattern` runs on the device; returns when it was first seen.
 async fn running(pattern: &str) -> Instant {
-    for _ in 0..400 {
-        if device_process_running(pattern) {
-            return Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{pattern} never started on the device");
+    assert!(
+        device_process_started(pattern, Duration::from_secs(10)),
+        "{pattern} never started on the device"
+    );
+    Instant::now()
 }
 
 #[tokio::test(flavor = "multi_thread")]

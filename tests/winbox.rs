@@ -695,11 +695,8 @@ async fn ports_accept_as_soon_as_the_api_answers_and_the_gateway_says_it_is_up()
 
 /// Installs `wasm` as the drop-in `name` (written whole, then renamed into place) and waits
 /// until the gateway has loaded that name `loads` times.
-fn drop_in_plugin(f: &Fixture, name: &str, wasm: &[u8], loads: usize) {
-    let dir = f.tmp.path().join("data/plugins");
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, wasm).unwrap();
-    std::fs::rename(&tmp, dir.join(name)).unwrap();
+async fn drop_in_plugin(f: &Fixture, name: &str, wasm: &[u8], loads: usize) {
+    common::drop_in(&f.tmp.path().join("data/plugins"), name, wasm).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let stem = name.trim_end_matches(".wasm");
     let line = format!("policy plugin loaded plugin={stem} ");
@@ -709,7 +706,7 @@ fn drop_in_plugin(f: &Fixture, name: &str, wasm: &[u8], loads: usize) {
             "{name} not loaded:\n{}",
             f.gw.plain_log()
         );
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -727,7 +724,8 @@ async fn a_policy_grant_limits_winbox_connections() {
         "short.wasm",
         &hostile::allow_with("authorize", Some(2), &[]),
         1,
-    );
+    )
+    .await;
     let mut s = connect_from("127.0.0.1", port).await.unwrap();
     let start = Instant::now();
     assert!(roundtrip(&mut s, b"for now").await);
@@ -747,7 +745,7 @@ async fn a_policy_grant_limits_winbox_connections() {
     assert!(roundtrip(&mut before, b"still here").await);
 
     // A grant capping this full access to read-only cannot be met by its device user: refused.
-    drop_in_plugin(&f, "short.wasm", &hostile::allow_read_only("authorize"), 2);
+    drop_in_plugin(&f, "short.wasm", &hostile::allow_read_only("authorize"), 2).await;
     let mut s = connect_from("127.0.0.1", port).await.unwrap();
     assert!(!roundtrip(&mut s, b"x").await);
     assert!(

@@ -637,6 +637,28 @@ impl Gateway {
     }
 }
 
+/// Writes `name` into the plugins directory `dir` whole (as an admin's `cp` to a hidden name
+/// and `mv` into place would), so the gateway never sees it half-written.
+pub async fn drop_in(dir: &Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+/// A time field (`created_at`, `expires_at`) of a session in the tracking list.
+pub fn session_time(s: &serde_json::Value, key: &str) -> time::OffsetDateTime {
+    time::OffsetDateTime::parse(
+        s[key].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+}
+
+/// `expires_at - created_at` of a session in the tracking list, in seconds.
+pub fn lifetime_secs(s: &serde_json::Value) -> i64 {
+    (session_time(s, "expires_at") - session_time(s, "created_at")).whole_seconds()
+}
+
 /// Whether a process matching `pattern` runs as the device's full-access user.
 pub fn device_process_running(pattern: &str) -> bool {
     Command::new("pgrep")
@@ -650,9 +672,18 @@ pub fn device_process_running(pattern: &str) -> bool {
 /// Whether no process matching `pattern` runs on the device within `limit` (the device's
 /// sshd ends the command once the gateway hangs up its side).
 pub fn device_process_gone(pattern: &str, limit: Duration) -> bool {
+    device_process_becomes(pattern, false, limit)
+}
+
+/// Whether a process matching `pattern` runs on the device within `limit`.
+pub fn device_process_started(pattern: &str, limit: Duration) -> bool {
+    device_process_becomes(pattern, true, limit)
+}
+
+fn device_process_becomes(pattern: &str, running: bool, limit: Duration) -> bool {
     let until = std::time::Instant::now() + limit;
     loop {
-        if !device_process_running(pattern) {
+        if device_process_running(pattern) == running {
             return true;
         }
         if std::time::Instant::now() >= until {
