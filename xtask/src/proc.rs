@@ -26,7 +26,26 @@ pub fn build_release() -> anyhow::Result<PathBuf> {
         }
         return Ok(bin);
     }
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // `cargo xtask` runs us with the variables cargo sets for a running package; build scripts
+    // that watch one of them (ring watches CARGO_MANIFEST_DIR) would otherwise see a change
+    // between this build and `cargo xtask`'s own, and rebuild half the tree every time.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || matches!(
+                &*name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            cargo.env_remove(&*name);
+        }
+    }
+    let status = cargo
         .args(["build", "--release", "--quiet", "-p", "sallyport"])
         .current_dir(root())
         .status()
