@@ -20,8 +20,17 @@ fn is_otk(v: &Value) -> bool {
 
 #[tokio::test]
 async fn meta_endpoints_and_routing_errors() {
-    let (_tmp, cfg) = setup("26000-26009");
+    let (tmp, cfg) = setup("26000-26009");
     let gw = Gateway::start(&cfg);
+    // The data directory the gateway created is its owner's alone.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(tmp.path().join("data"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "data directory mode {mode:o}");
+    }
     assert!(gw.base.starts_with("https://127.0.0.1:"), "{}", gw.base);
     let c = client();
     let r = c.get(gw.url("/healthz")).send().await.unwrap();

@@ -465,11 +465,21 @@ async fn failed_provisioning_answers_502_and_leaves_nothing_behind() {
     let router = RouterOsDouble::start(ROUTER_USER, ROUTER_PW).await;
     // One port: if the failed access kept it, the next creation would get 503.
     let f = Fixture::start("28070-28070", echo.addr, Some(&router)).await;
-    router.state.lock().unwrap().reject_put = Some("failure: not enough permissions".into());
+    // A device that echoes the request in its error: the new user's password must not reach
+    // the answer or the log.
+    router.state.lock().unwrap().reject_put =
+        Some("failure: not enough permissions for {body}".into());
     let body = json!({"expire_after_minutes": 15, "type": "winbox", "full_access": true});
     let got = f.create(MT_ID, body.clone()).await;
     common::assert_error(&got, 502, "not enough permissions");
     assert_eq!(got.1["error"], "bad_gateway");
+    let sent = router.requests()[0].body.clone().unwrap();
+    let password = sent["password"].as_str().unwrap().to_string();
+    assert!(password.len() >= 16, "{sent}");
+    let message = got.1["message"].as_str().unwrap();
+    assert!(message.contains("********"), "{message}");
+    assert!(!message.contains(&password), "{message}");
+    assert!(!f.gw.plain_log().contains(&password));
     // The failed PUT is followed by a lookup making sure no half-made user remains (the
     // removal worker may look too, so more than one lookup is fine).
     let reqs = router.requests();

@@ -4,6 +4,7 @@
 //! built from names, ids and reasons only.
 
 use crate::store::{AuditEvent, UnixMs};
+use std::borrow::Cow;
 
 /// Starts an event; fill the optional fields with struct update syntax.
 pub fn event(at: UnixMs, name: &str, actor: Option<&str>, outcome: &str) -> AuditEvent {
@@ -22,12 +23,12 @@ pub fn trace(e: &AuditEvent) {
         target: "audit",
         event = %e.event,
         outcome = %e.outcome,
-        actor = e.actor.as_deref().unwrap_or("-"),
-        subject = e.subject.as_deref().unwrap_or("-"),
-        device = e.device.as_deref().unwrap_or("-"),
-        object = e.object.as_deref().unwrap_or("-"),
-        source = e.source.as_deref().unwrap_or("-"),
-        reason = e.reason.as_deref().unwrap_or(""),
+        actor = &*AuditEvent::clipped(&e.actor).unwrap_or(Cow::Borrowed("-")),
+        subject = &*AuditEvent::clipped(&e.subject).unwrap_or(Cow::Borrowed("-")),
+        device = &*AuditEvent::clipped(&e.device).unwrap_or(Cow::Borrowed("-")),
+        object = &*AuditEvent::clipped(&e.object).unwrap_or(Cow::Borrowed("-")),
+        source = &*AuditEvent::clipped(&e.source).unwrap_or(Cow::Borrowed("-")),
+        reason = &*AuditEvent::clipped(&e.reason).unwrap_or(Cow::Borrowed("")),
     );
 }
 

@@ -75,6 +75,8 @@ pub struct ServerConfig {
     pub plugin_deadline_ms: u64,
     /// Default per-decision memory cap of a plugin, in MiB.
     pub plugin_memory_mb: u64,
+    /// API: most connections one source address may hold open at once.
+    pub api_max_connections_per_source: usize,
     /// SSH: seconds a client has to log in before it is disconnected.
     pub ssh_login_grace_secs: u64,
     /// SSH: most connections that may be unauthenticated at once (across all SSH listeners).
@@ -116,6 +118,7 @@ impl Default for ServerConfig {
             policy_combine: CombineRule::DenyOverrides,
             plugin_deadline_ms: 20,
             plugin_memory_mb: 16,
+            api_max_connections_per_source: 64,
             ssh_login_grace_secs: 30,
             ssh_max_unauthenticated: 64,
             ssh_max_unauthenticated_per_source: 10,
@@ -326,6 +329,9 @@ impl Config {
         }
         if self.server.sweep_interval_ms == 0 {
             return invalid("server.sweep_interval_ms must be > 0".into());
+        }
+        if self.server.api_max_connections_per_source == 0 {
+            return invalid("server.api_max_connections_per_source must be > 0".into());
         }
         if self.server.ssh_login_grace_secs == 0
             || self.server.ssh_max_unauthenticated == 0

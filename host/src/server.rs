@@ -19,10 +19,12 @@ use tower::ServiceExt;
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::directory::{Directory, GeneratedPassword};
+use crate::http_conn::{self, Watched};
 use crate::issuer::seal::Sealer;
 use crate::issuer::{self, Issuer, IssuerConfig};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
+use crate::slots::Slots;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
@@ -86,7 +88,16 @@ impl Gateway {
             path: path.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(&path).map_err(data_err)?;
+        // Owner-only when the gateway creates it: it holds the store (token hashes, the audit
+        // trail), the sealing key and the host keys. An existing directory is left as it is.
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&path)
+                .map_err(data_err)?;
+        }
         // The only ambient file-system access: from here on, everything goes through `data`.
         let data = Dir::open_ambient_dir(&path, cap_std::ambient_authority()).map_err(data_err)?;
         let (directory, generated) = Directory::build(&config, &data)?;
@@ -184,7 +195,13 @@ pub async fn run(
         },
     ));
     let acceptor = gateway.tls.clone().map(tokio_rustls::TlsAcceptor::from);
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(http_conn::HEADER_TIMEOUT);
+    let api_slots = Slots::default();
+    let max_per_source = gateway.config.server.api_max_connections_per_source;
     let graceful = GracefulShutdown::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
     let sweeper = tokio::spawn(issuer::run_sweeper(
@@ -226,6 +243,11 @@ pub async fn run(
                 }
             },
         };
+        let (slot, taken) = api_slots.take(peer.ip());
+        if taken.before_from_source >= max_per_source {
+            tracing::debug!(%peer, "API connection refused: too many open from this source");
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let service =
             app.clone()
@@ -238,40 +260,51 @@ pub async fn run(
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let result = match acceptor {
-                Some(acceptor) => {
-                    let tls = match tokio::time::timeout(
-                        Duration::from_secs(10),
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    watcher
-                        .watch(
-                            builder
-                                .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                                .into_owned(),
+            let _slot = slot;
+            let (stream, activity) = Watched::new(stream);
+            let serve = async {
+                match acceptor {
+                    Some(acceptor) => {
+                        let tls = match tokio::time::timeout(
+                            Duration::from_secs(10),
+                            acceptor.accept(stream),
                         )
                         .await
+                        {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return Ok(());
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return Ok(());
+                            }
+                        };
+                        watcher
+                            .watch(
+                                builder
+                                    .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                                    .into_owned(),
+                            )
+                            .await
+                    }
+                    None => {
+                        watcher
+                            .watch(
+                                builder
+                                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                    .into_owned(),
+                            )
+                            .await
+                    }
                 }
-                None => {
-                    watcher
-                        .watch(
-                            builder
-                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                                .into_owned(),
-                        )
-                        .await
+            };
+            let result = tokio::select! {
+                r = serve => r,
+                () = activity.idle(http_conn::IDLE_TIMEOUT) => {
+                    tracing::debug!(%peer, "API connection closed: idle");
+                    Ok(())
                 }
             };
             if let Err(e) = result {

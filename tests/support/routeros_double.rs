@@ -39,7 +39,8 @@ pub struct State {
     pub users: Vec<Value>,
     pub requests: Vec<Recorded>,
     next_id: u32,
-    /// Detail of the `failure:` answer given to the next creations, while set.
+    /// Detail of the `failure:` answer given to the next creations, while set; `{body}` in it
+    /// is replaced by the request body, as a device that echoes what it was sent.
     pub reject_put: Option<String>,
     /// While set, a creation makes the user and then answers 500, as a device whose answer
     /// was lost after it acted.
@@ -207,7 +208,8 @@ async fn handle(
     match (method.as_str(), route) {
         ("PUT", "/rest/user") => {
             if let Some(detail) = st.reject_put.clone() {
-                return error(400, "Bad Request", Some(&detail));
+                let sent = String::from_utf8_lossy(&bytes);
+                return error(400, "Bad Request", Some(&detail.replace("{body}", &sent)));
             }
             let Some(Value::Object(fields)) = body else {
                 return error(400, "Bad Request", Some("expected a JSON object"));

@@ -24,6 +24,12 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Conflict(String),
+    /// The body did not arrive within the time a request may take to send it.
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// The body is larger than the API accepts.
+    #[error("{0}")]
+    PayloadTooLarge(String),
     #[error("{0}")]
     Unavailable(String),
     /// A device the request depends on failed (e.g. could not create the transient user).
@@ -55,6 +61,8 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
             Self::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

@@ -2,9 +2,11 @@
 //! caller's identity and the peer address.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
@@ -13,7 +15,16 @@ use crate::directory::User;
 use crate::issuer::Credentials;
 use crate::secret::Secret;
 
-/// A JSON body; malformed JSON and wrong types are 400, a missing JSON content type 415.
+/// The largest request body the API reads (axum's default, stated here so the 413 can say it).
+pub const BODY_LIMIT: usize = 2 << 20;
+
+/// How long a client may take to send a request body. Headers have their own limit (see
+/// `crate::http_conn`); this one stops a body trickled a byte at a time from holding the
+/// connection and its handler forever.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A JSON body; malformed JSON and wrong types are 400, a missing JSON content type 415, a
+/// body over the size limit 413, one not sent within [`BODY_TIMEOUT`] 408.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
@@ -21,7 +32,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
+        let read = axum::Json::<T>::from_request(req, state);
+        let Ok(read) = tokio::time::timeout(BODY_TIMEOUT, read).await else {
+            return Err(ApiError::RequestTimeout(format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            )));
+        };
+        match read {
             Ok(axum::Json(v)) => Ok(Self(v)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType(
                 "expected Content-Type: application/json".into(),
@@ -34,6 +52,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 "invalid request body: {}",
                 inner(&e)
             ))),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(
+                ApiError::PayloadTooLarge(format!("request body over {BODY_LIMIT} bytes")),
+            ),
             Err(e) => Err(ApiError::BadRequest(format!(
                 "unreadable request body: {e}"
             ))),
@@ -142,5 +163,56 @@ impl FromRequestParts<AppState> for Caller {
         let credentials = credentials(parts)?;
         let user = state.issuer.authenticate(&credentials).await?.clone();
         Ok(Self { user, credentials })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::body::{Body, Bytes};
+    use axum::routing::post;
+    use futures_util::StreamExt;
+    use tower::ServiceExt;
+
+    fn app() -> Router {
+        Router::new()
+            .route(
+                "/",
+                post(|ApiJson(v): ApiJson<serde_json::Value>| async move { axum::Json(v) }),
+            )
+            .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+    }
+
+    fn json_post(body: Body) -> Request {
+        Request::post("/")
+            .header("content-type", "application/json")
+            .body(body)
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_never_ends_is_a_408_after_the_body_timeout() {
+        let started = tokio::time::Instant::now();
+        let stalled = futures_util::stream::once(async {
+            Ok::<_, std::io::Error>(Bytes::from_static(b"{\"user"))
+        })
+        .chain(futures_util::stream::pending());
+        let resp = app()
+            .oneshot(json_post(Body::from_stream(stalled)))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+        assert!(started.elapsed() >= BODY_TIMEOUT);
+    }
+
+    #[tokio::test]
+    async fn sizes_up_to_the_limit_are_read_and_larger_ones_are_413() {
+        let fits = format!("\"{}\"", "a".repeat(BODY_LIMIT - 2));
+        let resp = app().oneshot(json_post(Body::from(fits))).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let over = format!("\"{}\"", "a".repeat(BODY_LIMIT));
+        let resp = app().oneshot(json_post(Body::from(over))).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 }

@@ -228,11 +228,9 @@ impl Issuer {
         }
     }
 
-    /// Audits a refused connection and returns the one error every refusal gives.
-    /// Rows are bounded per source (see [`super::refusals`]).
     /// The reason to record for a refusal from `src`, or `None` if this source's rows are
     /// used up for the minute (see [`super::refusals`]).
-    fn bounded_reason(&self, src: &str, reason: String) -> Option<String> {
+    pub(super) fn bounded_reason(&self, src: &str, reason: String) -> Option<String> {
         match self.refusals.admit(src, now_ms()) {
             Admit::Record { skipped: 0 } => Some(reason),
             Admit::Record { skipped } => Some(format!(
@@ -263,6 +261,8 @@ impl Issuer {
         }
     }
 
+    /// Audits a refused connection and returns the one error every refusal gives.
+    /// Rows are bounded per source (see [`super::refusals`]).
     async fn refuse(&self, user: &str, device: &str, src: &str, reason: String) -> IssuerError {
         let Some(reason) = self.bounded_reason(src, reason) else {
             return IssuerError::Refused;

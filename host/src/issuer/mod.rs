@@ -238,13 +238,21 @@ impl Issuer {
         let now = now_ms();
         if !ok {
             self.metrics.deny("ticket", "login");
-            self.record(AuditEvent {
-                subject: Some(username.into()),
-                reason: Some("invalid username or password".into()),
-                source,
-                ..audit::event(now, "login.denied", Some(username), "deny")
-            })
-            .await?;
+            // Anyone can fail a login, so these rows are bounded per source like refusals.
+            let reason = "invalid username or password".to_string();
+            let reason = match &source {
+                Some(src) => self.bounded_reason(src, reason),
+                None => Some(reason),
+            };
+            if let Some(reason) = reason {
+                self.record(AuditEvent {
+                    subject: Some(username.into()),
+                    reason: Some(reason),
+                    source,
+                    ..audit::event(now, "login.denied", Some(username), "deny")
+                })
+                .await?;
+            }
             return Err(IssuerError::Unauthenticated);
         }
         let (ticket, hash) = token::new_ticket();

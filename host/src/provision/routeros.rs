@@ -26,7 +26,9 @@ use crate::secret::Secret;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What went wrong talking to a RouterOS device. Messages never carry a password.
+/// What went wrong talking to a RouterOS device. Messages never carry a password: the
+/// device's own words are kept, with any password of the request blanked out (a device that
+/// echoes the request body in its error would otherwise put it in the log and the 502).
 #[derive(Debug, thiserror::Error)]
 pub enum RouterOsError {
     /// No answer. `sent` is false when the connection itself failed, so the request cannot
@@ -58,6 +60,24 @@ impl RouterOsError {
     /// True when the device certainly did not act on the request.
     pub fn nothing_sent(&self) -> bool {
         matches!(self, Self::Unreachable { sent: false, .. })
+    }
+
+    /// The same error with every occurrence of `secret` in the device's words blanked out.
+    fn redacted(self, secret: &str) -> Self {
+        match self {
+            Self::Rejected {
+                method,
+                path,
+                status,
+                detail,
+            } if !secret.is_empty() && detail.contains(secret) => Self::Rejected {
+                method,
+                path,
+                status,
+                detail: detail.replace(secret, "********"),
+            },
+            other => other,
+        }
     }
 }
 
@@ -178,7 +198,10 @@ impl RouterOs {
             "comment": comment,
         });
         let req = self.client.put(self.url(&path)).json(&body);
-        let created: serde_json::Value = self.send("PUT", &path, req).await?;
+        let created: serde_json::Value = self
+            .send("PUT", &path, req)
+            .await
+            .map_err(|e| e.redacted(password.expose()))?;
         if created.get(".id").is_none() {
             return Err(RouterOsError::Protocol {
                 method: "PUT",
@@ -241,7 +264,8 @@ impl RouterOs {
                 path: path.to_string(),
                 status,
                 detail,
-            });
+            }
+            .redacted(self.password.expose()));
         }
         // DELETE answers 204 with no body.
         let text = if text.trim().is_empty() {

@@ -8,11 +8,11 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+
+use crate::slots::{Slot, Slots};
 
 /// Longest a source is refused for.
 const MAX_PENALTY: Duration = Duration::from_secs(600);
@@ -46,36 +46,14 @@ pub enum Refusal {
     TooManyFromSource,
 }
 
-/// Unauthenticated connections per source address.
-type PerSource = Arc<Mutex<HashMap<IpAddr, usize>>>;
-
 /// Counts as one unauthenticated connection (in all and for its source) until dropped.
-#[derive(Debug)]
-pub struct UnauthGuard {
-    total: Arc<AtomicUsize>,
-    per_source: PerSource,
-    ip: IpAddr,
-}
-
-impl Drop for UnauthGuard {
-    fn drop(&mut self) {
-        self.total.fetch_sub(1, Ordering::AcqRel);
-        let mut m = self.per_source.lock();
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
-        }
-    }
-}
+pub type UnauthGuard = Slot;
 
 #[derive(Debug)]
 pub struct Limits {
     cfg: LimitConfig,
     sources: Mutex<HashMap<IpAddr, SourceRecord>>,
-    unauthenticated: Arc<AtomicUsize>,
-    unauthenticated_per_source: PerSource,
+    unauthenticated: Slots,
 }
 
 impl Limits {
@@ -83,8 +61,7 @@ impl Limits {
         Self {
             cfg,
             sources: Mutex::new(HashMap::new()),
-            unauthenticated: Arc::new(AtomicUsize::new(0)),
-            unauthenticated_per_source: Arc::default(),
+            unauthenticated: Slots::default(),
         }
     }
 
@@ -101,23 +78,12 @@ impl Limits {
                 remaining: until - now,
             });
         }
-        let from_source = {
-            let mut m = self.unauthenticated_per_source.lock();
-            let n = m.entry(ip).or_default();
-            *n += 1;
-            *n - 1
-        };
-        let previous = self.unauthenticated.fetch_add(1, Ordering::AcqRel);
-        // Made before the checks, so a refused connection gives its counts back on return.
-        let guard = UnauthGuard {
-            total: self.unauthenticated.clone(),
-            per_source: self.unauthenticated_per_source.clone(),
-            ip,
-        };
-        if from_source >= self.cfg.max_unauthenticated_per_source {
+        // Taken before the checks, so a refused connection gives its counts back on return.
+        let (guard, taken) = self.unauthenticated.take(ip);
+        if taken.before_from_source >= self.cfg.max_unauthenticated_per_source {
             return Err(Refusal::TooManyFromSource);
         }
-        if previous >= self.cfg.max_unauthenticated {
+        if taken.before >= self.cfg.max_unauthenticated {
             return Err(Refusal::TooManyUnauthenticated);
         }
         Ok(guard)
@@ -230,6 +196,7 @@ mod tests {
         let _c = l.admit(other).unwrap();
         drop(a);
         assert!(l.admit(busy).is_ok());
-        assert!(l.unauthenticated_per_source.lock().len() <= 2);
+        // Every refused or finished admission gave its slot back.
+        assert_eq!(l.unauthenticated.open(), 2);
     }
 }

@@ -12,6 +12,7 @@ pub mod removals;
 mod schema;
 pub mod sqlite;
 
+use std::borrow::Cow;
 use std::ops::RangeInclusive;
 
 use async_trait::async_trait;
@@ -195,6 +196,30 @@ pub struct AuditEvent {
     pub outcome: String,
     pub reason: Option<String>,
     pub source: Option<String>,
+}
+
+impl AuditEvent {
+    /// Longest text, in bytes, an audit field keeps. Names and reasons can come from
+    /// unauthenticated callers (a 100 kB user name in a failed login), and rows are durable.
+    pub const FIELD_MAX: usize = 1024;
+
+    /// `s`, cut at [`Self::FIELD_MAX`] bytes (on a character boundary) with a note of how much
+    /// was left out.
+    pub fn clip(s: &str) -> Cow<'_, str> {
+        if s.len() <= Self::FIELD_MAX {
+            return Cow::Borrowed(s);
+        }
+        let mut end = Self::FIELD_MAX;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        Cow::Owned(format!("{}… ({} more bytes)", &s[..end], s.len() - end))
+    }
+
+    /// [`Self::clip`] of an optional field.
+    pub fn clipped(f: &Option<String>) -> Option<Cow<'_, str>> {
+        f.as_deref().map(Self::clip)
+    }
 }
 
 /// What a sweep expired.

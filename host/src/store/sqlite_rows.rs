@@ -14,11 +14,20 @@ pub(super) const AUDIT_COLS: &str =
     "at, event, actor, subject, device, object, outcome, reason, source";
 
 pub(super) fn insert_audit(conn: &Connection, e: &AuditEvent) -> Result<(), StoreError> {
+    let clip = AuditEvent::clipped;
     conn.prepare_cached(&format!(
         "INSERT INTO audit ({AUDIT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
     ))?
     .execute(params![
-        e.at, e.event, e.actor, e.subject, e.device, e.object, e.outcome, e.reason, e.source
+        e.at,
+        e.event,
+        clip(&e.actor),
+        clip(&e.subject),
+        clip(&e.device),
+        clip(&e.object),
+        e.outcome,
+        clip(&e.reason),
+        clip(&e.source)
     ])?;
     Ok(())
 }
