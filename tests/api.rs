@@ -630,6 +630,12 @@ async fn transient_access_life_cycle() {
             json!({"expire_after_minutes": 20, "type": "ssh", "allow_only_cidr": "10.0.0.0/99"}),
             "not a CIDR",
         ),
+        // Blank is not "anyone": it is refused, so a form left empty cannot open an access
+        // to every source.
+        (
+            json!({"expire_after_minutes": 20, "type": "ssh", "allow_only_cidr": " "}),
+            "blank",
+        ),
         (
             json!({"expire_after_minutes": 20, "type": "ssh", "full_access": "yes"}),
             "invalid type",

@@ -49,13 +49,16 @@ impl Issuer {
                 new.expire_after_minutes
             )));
         }
-        let cidr = match new
-            .allow_only_cidr
-            .as_deref()
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-        {
+        // A blank CIDR is refused rather than read as "no restriction": an access open to every
+        // source should be asked for by leaving the field out, not by an empty form field.
+        let cidr = match new.allow_only_cidr.as_deref().map(str::trim) {
             None => None,
+            Some("") => {
+                return Err(IssuerError::Invalid(
+                    "allow_only_cidr is blank: leave it out (or null) for no source restriction"
+                        .into(),
+                ));
+            }
             Some(c) => Some(
                 c.parse::<IpNet>()
                     .map_err(|_| {
