@@ -110,6 +110,18 @@ impl Session {
                 }
                 Ok(())
             }
+            // Clients such as paramiko send the service request again before every login
+            // attempt, and wait for the answer before they try; OpenSSH answers each one.
+            // The authentication state (and its count of rejections) is kept.
+            (EncryptedState::WaitingAuthRequest(_), Some((&msg::SERVICE_REQUEST, mut r))) => {
+                let request = map_err!(String::decode(&mut r))?;
+                map_err!(ensure_end(&r))?;
+                debug!("repeated request: {request:?}");
+                if request == "ssh-userauth" {
+                    map_err!(server_reaccept_service(&mut enc.write))?;
+                }
+                Ok(())
+            }
             (EncryptedState::WaitingAuthRequest(_), Some((&msg::USERAUTH_REQUEST, mut r))) => {
                 enc.server_read_auth_request(
                     rejection_wait_until,
@@ -894,6 +906,14 @@ mod tests {
             extension_info_awaiters: std::collections::HashMap::new(),
         }
     }
+}
+
+fn server_reaccept_service(buffer: &mut Vec<u8>) -> Result<(), crate::Error> {
+    push_packet!(buffer, {
+        buffer.push(msg::SERVICE_ACCEPT);
+        "ssh-userauth".encode(buffer)?;
+    });
+    Ok(())
 }
 
 fn server_accept_service(

@@ -1,0 +1,78 @@
+//! End-to-end tests of the SSH forwarder with client libraries that automation uses instead of
+//! OpenSSH: paramiko (Debian's `python3-paramiko`, behind Netmiko and Ansible's paramiko
+//! connection), against the real binary and a real `sshd` as the device.
+
+// Test code: a failed step should stop the test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Debian's interpreter, which has `python3-paramiko` (a `python3` earlier on `PATH`, such as
+/// a pyenv shim, may not).
+const PYTHON: &str = "/usr/bin/python3";
+
+/// Logs in with paramiko's `Transport`: first with each of `wrong` (every one must be refused),
+/// then with `key`, then runs `command` and prints its output. Paramiko asks for the
+/// `ssh-userauth` service again before every attempt.
+const PARAMIKO: &str = r#"
+import socket, sys, time, paramiko
+port, user, key, command = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+wrong = sys.argv[5:]
+t = paramiko.Transport(socket.create_connection(("127.0.0.1", port)))
+t.start_client(timeout=10)
+t.auth_timeout = 20
+for w in wrong:
+    started = time.time()
+    try:
+        t.auth_password(user, w, fallback=False)
+        sys.exit("a wrong key was accepted")
+    except paramiko.AuthenticationException:
+        print("refused in %.1f s" % (time.time() - started), file=sys.stderr)
+t.auth_password(user, key, fallback=False)
+chan = t.open_session()
+chan.exec_command(command)
+out = b""
+while True:
+    data = chan.recv(65536)
+    if not data:
+        break
+    out += data
+print(out.decode(), end="")
+print("exit", chan.recv_exit_status())
+t.close()
+"#;
+
+fn paramiko(port: u16, user: &str, key: &str, command: &str, wrong: &[&str]) -> Command {
+    let mut cmd = Command::new(PYTHON);
+    cmd.args(["-c", PARAMIKO, &port.to_string(), user, key, command])
+        .args(wrong);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn paramiko_logs_in_after_wrong_attempts_on_the_same_connection() {
+    let f = SshFixture::start("24400-24409", "");
+    let otk = f.otk("admin", "edge-1").await;
+    let started = Instant::now();
+    let (code, out, err) = run_for(
+        paramiko(f.ssh_port, "admin:edge-1", &otk, "whoami; exit 4", &["nope", "still-wrong"]),
+        Duration::from_secs(60),
+    );
+    let took = started.elapsed();
+    assert_eq!(code, 0, "stdout {out:?} stderr {err:?}\n{}", f.gw.log());
+    assert_eq!(out, format!("{FULL_USER}\nexit 4\n"), "stderr {err:?}");
+    assert_eq!(err.matches("refused in").count(), 2, "{err}");
+    // Two refusals cost the rejection delay (0.5 s) each, not the 30 s login grace time.
+    assert!(took < Duration::from_secs(10), "took {took:?}: {err}");
+    // The key was used once, by the successful attempt.
+    let (code, _, _) = run_for(
+        paramiko(f.ssh_port, "admin:edge-1", &otk, "true", &[]),
+        Duration::from_secs(60),
+    );
+    assert_ne!(code, 0);
+}
