@@ -264,12 +264,24 @@ impl Issuer {
     /// Audits a refused connection and returns the one error every refusal gives.
     /// Rows are bounded per source (see [`super::refusals`]).
     async fn refuse(&self, user: &str, device: &str, src: &str, reason: String) -> IssuerError {
+        self.refuse_login(user, Some(device), src, reason).await
+    }
+
+    /// [`Self::refuse`] for a login that may name no device (an SSH login name without the
+    /// `:`/`#` separator): the same bounded row, the same error.
+    pub async fn refuse_login(
+        &self,
+        user: &str,
+        device: Option<&str>,
+        src: &str,
+        reason: String,
+    ) -> IssuerError {
         let Some(reason) = self.bounded_reason(src, reason) else {
             return IssuerError::Refused;
         };
         let e = AuditEvent {
             subject: Some(user.into()),
-            device: Some(device.into()),
+            device: device.map(Into::into),
             reason: Some(reason),
             source: Some(src.into()),
             ..audit::event(now_ms(), "connect.refused", Some(user), "deny")

@@ -230,15 +230,12 @@ impl Gate {
         let ip = self.peer().ip();
         let issuer = &self.service.issuer;
         let Some((user, device)) = login.split_once([':', '#']) else {
-            // Same refusal as every other cause; the audit row says why.
-            let e = AuditEvent {
-                subject: Some(login.into()),
-                reason: Some("login is not <user>:<device> or <user>#<device>".into()),
-                source: Some(ip.to_string()),
-                ..audit::event(now_ms(), "connect.refused", Some(login), "deny")
-            };
-            issuer.audit_event(e).await?;
-            return Err(IssuerError::Refused);
+            // Same refusal as every other cause (and bounded per source the same way); the
+            // audit row says why.
+            let reason = "login is not <user>:<device> or <user>#<device>".to_string();
+            return Err(issuer
+                .refuse_login(login, None, &ip.to_string(), reason)
+                .await);
         };
         let grant = issuer
             .authorize_connect(user, device, Protocol::Ssh, ip)
