@@ -730,6 +730,17 @@ async fn transient_access_life_cycle() {
         (revoked["revoked_early"].clone(), revoked["expired"].clone()),
         (json!(true), json!(true))
     );
+    // It expired when it was revoked: no time left is shown next to `expired: true`.
+    assert_eq!(
+        revoked["time_to_expire"], "Hace menos de un minuto",
+        "{revoked}"
+    );
+    let ended = time::OffsetDateTime::parse(
+        revoked["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(ended <= time::OffsetDateTime::now_utc(), "{revoked}");
     let r = c
         .delete(gw.url(&item))
         .header("ticket", &admin)

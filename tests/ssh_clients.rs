@@ -60,7 +60,13 @@ async fn paramiko_logs_in_after_wrong_attempts_on_the_same_connection() {
     let otk = f.otk("admin", "edge-1").await;
     let started = Instant::now();
     let (code, out, err) = run_for(
-        paramiko(f.ssh_port, "admin:edge-1", &otk, "whoami; exit 4", &["nope", "still-wrong"]),
+        paramiko(
+            f.ssh_port,
+            "admin:edge-1",
+            &otk,
+            "whoami; exit 4",
+            &["nope", "still-wrong"],
+        ),
         Duration::from_secs(60),
     );
     let took = started.elapsed();

@@ -62,9 +62,15 @@ impl TransientView {
             ),
             TransientKind::Ssh => format!("ssh://{}@{host}:{}", a.username, a.port),
         };
+        // An access revoked early expired when it was revoked: both fields say so, rather than
+        // a time still ahead next to `expired: true`.
+        let expires_at = match a.ended_at {
+            Some(ended) if a.revoked_early => ended.min(a.expires_at),
+            _ => a.expires_at,
+        };
         Ok(Self {
             id: a.id,
-            time_to_expire: humanize::time_to_expire(a.expires_at - now, lang),
+            time_to_expire: humanize::time_to_expire(expires_at - now, lang),
             expired: a.expired || a.expires_at <= now,
             username: a.username,
             password,
@@ -74,7 +80,7 @@ impl TransientView {
             allow_rfc1918: a.allow_rfc1918,
             allow_only_cidr: a.allow_only_cidr,
             revoked_early: a.revoked_early,
-            expires_at: rfc3339(a.expires_at),
+            expires_at: rfc3339(expires_at),
             entry_point: host,
             onclick,
         })

@@ -40,7 +40,8 @@ pub fn negotiate(header: Option<&str>) -> Lang {
 
 /// Describes `remaining_ms` (negative when already past) in `lang`.
 pub fn time_to_expire(remaining_ms: i64, lang: Lang) -> String {
-    let future = remaining_ms >= 0;
+    // At its expiry instant an access is already expired (`expired` says so too).
+    let future = remaining_ms > 0;
     let secs = (remaining_ms.unsigned_abs() as f64) / 1000.0;
     let minutes = (secs / 60.0).round() as u64;
     let (n, unit) = if secs < 30.0 {
