@@ -1,6 +1,7 @@
-//! End-to-end tests of the SSH forwarder with client libraries that automation uses instead of
-//! OpenSSH: paramiko (Debian's `python3-paramiko`, behind Netmiko and Ansible's paramiko
-//! connection), against the real binary and a real `sshd` as the device.
+//! End-to-end tests of the SSH forwarder as automation sees it, against the real binary and a
+//! real `sshd` as the device: paramiko (Debian's `python3-paramiko`, behind Netmiko and
+//! Ansible's paramiko connection) instead of OpenSSH, and the session's state in tracking once
+//! its connection has ended.
 
 // Test code: a failed step should stop the test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -81,4 +82,30 @@ async fn paramiko_logs_in_after_wrong_attempts_on_the_same_connection() {
         Duration::from_secs(60),
     );
     assert_ne!(code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tracking_shows_a_session_over_once_its_connection_ends() {
+    let f = SshFixture::start("24410-24419", "");
+    let otk = f.otk("admin", "edge-1").await;
+    let (code, out, _) = run_for(
+        ssh(f.ssh_port, "admin:edge-1", &otk, &["echo done"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!((code, out.as_str()), (0, "done\n"));
+    let c = client();
+    let ticket = login(&c, &f.gw, "admin", "admin-pw").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let session = loop {
+        let (_, list) = get(&c, &f.gw, &ticket, "/api/v1/tracking/opensessions").await;
+        let s = list[0].clone();
+        if s["state"] != "initiated" {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "still initiated: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(session["state"], "expired", "{session}");
+    assert!(session["ended_at"].is_string(), "{session}");
+    assert!(f.gw.plain_log().contains("event=session.closed"));
 }

@@ -254,6 +254,19 @@ impl Issuer {
     }
 }
 
+impl Issuer {
+    /// The connection an initiated session opened has ended (the user logged out, the
+    /// connection dropped, the device failed): the session is over, and tracking shows it
+    /// `expired` with its `ended_at`. A session terminated meanwhile keeps `terminated`.
+    pub async fn session_closed(&self, id: &str) -> Result<(), IssuerError> {
+        let now = now_ms();
+        if let Some(s) = self.store.close_session(id, now).await? {
+            audit::trace(&s.audit_event(now, "session.closed", Some(&s.user), "ok"));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

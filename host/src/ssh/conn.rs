@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::SshService;
 use super::limits::Refusal;
-use super::live::Conn;
+use super::live::{Conn, LiveKey};
 use super::server::{Entry, Gate};
 use crate::audit::{self, now_ms};
 use crate::store::AuditEvent;
@@ -196,6 +196,11 @@ async fn run_conn(
         };
         if let Err(err) = service.issuer.audit_event(e).await {
             tracing::error!(error = %err, "cannot write the SSH session-end audit row");
+        }
+        if let LiveKey::Session(session) = &id.key
+            && let Err(err) = service.issuer.session_closed(session).await
+        {
+            tracing::error!(error = %err, "cannot mark the open session closed");
         }
     }
 }

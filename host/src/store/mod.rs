@@ -263,6 +263,10 @@ pub trait Store: Send + Sync + 'static {
         actor: &str,
         now: UnixMs,
     ) -> Result<Vec<OpenSession>, StoreError>;
+    /// Marks an `initiated` session `expired` with `ended_at` (the connection it opened has
+    /// ended); returns it if it was initiated.
+    async fn close_session(&self, id: &str, now: UnixMs)
+    -> Result<Option<OpenSession>, StoreError>;
     async fn session(&self, id: &str) -> Result<Option<OpenSession>, StoreError>;
     /// Sessions, newest first; only `user`'s if given.
     async fn list_sessions(&self, user: Option<&str>) -> Result<Vec<OpenSession>, StoreError>;

@@ -372,6 +372,32 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn close_session(
+        &self,
+        id: &str,
+        now: UnixMs,
+    ) -> Result<Option<OpenSession>, StoreError> {
+        let id = id.to_owned();
+        self.write(move |c| {
+            let live = "WHERE id = ?1 AND state = 'initiated'";
+            let Some(mut s) = sessions_where(c, live, params![id])?.pop() else {
+                return Ok(None);
+            };
+            c.prepare_cached(&format!(
+                "UPDATE open_sessions SET state = 'expired', ended_at = ?2 {live}"
+            ))?
+            .execute(params![s.id, now])?;
+            s.state = SessionState::Expired;
+            s.ended_at = Some(now);
+            insert_audit(
+                c,
+                &s.audit_event(now, "session.closed", Some(&s.user), "ok"),
+            )?;
+            Ok(Some(s))
+        })
+        .await
+    }
+
     async fn session(&self, id: &str) -> Result<Option<OpenSession>, StoreError> {
         self.read(|c| Ok(sessions_where(c, "WHERE id = ?1", params![id])?.pop()))
     }

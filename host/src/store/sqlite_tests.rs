@@ -143,6 +143,53 @@ async fn sweeps_expire_only_due_generated_sessions() {
 }
 
 #[tokio::test]
+async fn closing_ends_only_initiated_sessions() {
+    let (_t, _d, store) = open();
+    for id in ["open", "unused", "cut"] {
+        store
+            .insert_session(session(id, 10_000), vec![AuditEvent::default()])
+            .await
+            .unwrap();
+    }
+    for id in ["open", "cut"] {
+        let hash = crate::issuer::token::hash(id);
+        assert!(
+            store
+                .redeem_session(hash, "u", "d", 50, None)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    store
+        .terminate_sessions(vec!["cut".into()], "admin", 60)
+        .await
+        .unwrap();
+    let closed = store.close_session("open", 70).await.unwrap().unwrap();
+    assert_eq!(
+        (closed.state, closed.ended_at),
+        (SessionState::Expired, Some(70))
+    );
+    // Only once; a session never used, or terminated, keeps its state.
+    assert!(store.close_session("open", 80).await.unwrap().is_none());
+    assert!(store.close_session("unused", 80).await.unwrap().is_none());
+    assert!(store.close_session("cut", 80).await.unwrap().is_none());
+    let state = |s: Option<OpenSession>| s.map(|s| (s.state, s.ended_at));
+    assert_eq!(
+        state(store.session("open").await.unwrap()),
+        Some((SessionState::Expired, Some(70)))
+    );
+    assert_eq!(
+        state(store.session("unused").await.unwrap()),
+        Some((SessionState::Generated, None))
+    );
+    assert_eq!(
+        state(store.session("cut").await.unwrap()),
+        Some((SessionState::Terminated, Some(60)))
+    );
+}
+
+#[tokio::test]
 async fn data_survives_reopen_and_writes_after_close_fail_cleanly() {
     let (_t, dir, store) = open();
     store

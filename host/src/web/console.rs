@@ -30,10 +30,10 @@ use serde::Deserialize;
 use super::live::Console;
 use super::{Peer, WebError, WebState, assets, same_origin};
 use crate::audit::{self, now_ms};
-use crate::issuer::IssuerError;
+use crate::issuer::{ConnectGrant, IssuerError};
 use crate::policy::Protocol;
 use crate::secret::Secret;
-use crate::store::AuditEvent;
+use crate::store::{AuditEvent, OpenSession};
 
 /// How long the browser has to send its first (auth) message.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
@@ -167,6 +167,26 @@ async fn run(
         .await
         .map_err(refused)?;
     drop(token);
+    // Whichever way the console ends from here, the session it opened is over.
+    let ended = serve(state, ip, sink, stream, &session, &grant, (cols, rows)).await;
+    if let Err(e) = issuer.session_closed(&session.id).await {
+        tracing::error!(error = %e, "cannot mark the open session closed");
+    }
+    ended
+}
+
+/// The console of a redeemed `session`, from connecting to the device to the end.
+async fn serve(
+    state: &WebState,
+    ip: std::net::IpAddr,
+    sink: &mut Sink,
+    stream: SplitStream<WebSocket>,
+    session: &OpenSession,
+    grant: &ConnectGrant,
+    (cols, rows): (u32, u32),
+) -> Result<String, String> {
+    let issuer = &state.issuer;
+    let device = session.device.as_str();
     let level = grant.cap(session.access);
     let console = Arc::new(Console::new(session.id.clone()));
     state.consoles.register(&console, issuer).await;
