@@ -448,9 +448,9 @@ async fn transient_ssh_access_on_its_own_port_source_limited_and_revocable() {
     // Wrong password, and the right one from outside allow_only_cidr: refused.
     let (code, _, _) = run_for(ssh(port, user, "wrong", &["true"]), T);
     assert_eq!(code, 5);
-    let mut outside_cmd = Command::new("sshpass");
-    outside_cmd
-        .args([
+    let outside = |command: &str| {
+        let mut c = Command::new("sshpass");
+        c.args([
             "-p",
             pass,
             "ssh",
@@ -461,13 +461,26 @@ async fn transient_ssh_access_on_its_own_port_source_limited_and_revocable() {
         ])
         .args(SSH_OPTS)
         .arg(format!("{user}@127.0.0.1"))
-        .arg("echo inside")
+        .arg(command)
         .stdin(Stdio::null());
-    let (code, out, _) = run_for(outside_cmd, T);
-    assert_eq!(code, 5, "{out}");
+        c
+    };
+    // From outside, the connection is closed before the SSH handshake: no password prompt
+    // (sshpass would say 5), ssh's own failure (255), and no failed login counted.
+    let (code, out, err) = run_for(outside("echo inside"), T);
+    assert_eq!(code, 255, "{out} {err}");
     assert!(!out.contains("inside"));
+    assert!(
+        err.contains("kex_exchange_identification") || err.contains("Connection closed"),
+        "{err}"
+    );
+    // More than the penalty's 5 failures: none counts, so the source is not penalised.
+    for _ in 0..5 {
+        assert_eq!(run_for(outside("true"), T).0, 255);
+    }
     let log = f.gw.plain_log();
     assert!(log.contains("source 127.0.0.2 is outside"), "{log}");
+    assert!(!log.contains("event=ssh.source_penalised"), "{log}");
     // The access's credentials do not work on the main port.
     let (code, _, _) = run_for(ssh(f.ssh_port, user, pass, &["true"]), T);
     assert_eq!(code, 5);

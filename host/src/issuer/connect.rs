@@ -59,8 +59,7 @@ impl Issuer {
     }
 
     /// Checks a transient access's username and password on the port it was allocated, then
-    /// asks the `source` hook (with the access's `allow_only_cidr` / `allow_rfc1918`) and the
-    /// `authorize` hook (for the user who created it). Returns the access and the grant.
+    /// asks the policy as [`Self::admit_transient`] does. Returns the access and the grant.
     pub async fn connect_transient(
         &self,
         username: &str,
@@ -94,45 +93,43 @@ impl Issuer {
                     .await);
             }
         };
-        let (Some(creator), Some(device)) = (
-            self.directory.user(&access.created_by),
-            self.directory.device(&access.device),
-        ) else {
-            return Err(self
-                .refuse(
-                    username,
-                    &access.device,
-                    &src,
-                    "the access's creator or device no longer exists".into(),
-                )
-                .await);
-        };
-        let protocol = match kind {
-            TransientKind::Ssh => Protocol::Ssh,
-            TransientKind::Winbox => Protocol::Winbox,
-        };
-        let mut req = self.request(Action::Connect, creator, creator, device, protocol);
-        req.access = if access.full_access {
-            AccessLevel::Full
-        } else {
-            AccessLevel::ReadOnly
-        };
-        req.ttl_seconds =
-            u32::try_from((access.expires_at - now).max(0) / 1000).unwrap_or(u32::MAX);
-        req.source = Some(src.clone());
-        req.allow_only_cidr = access.allow_only_cidr.clone();
-        req.allow_rfc1918 = access.allow_rfc1918;
-        let grant = self
-            .decide_connect(&req, username, &access.device, &src)
-            .await?;
+        let grant = self.admit_transient(&access, source).await?;
         Ok((access, grant))
     }
 
-    /// Winbox: asks the `source` hook (with the access's `allow_only_cidr` / `allow_rfc1918`)
-    /// and the `authorize` hook (for the user who created it) whether `source` may connect to
-    /// the port of `access`, which the caller holds open. Winbox authenticates on the device,
-    /// so unlike [`Issuer::connect_transient`] there is no password to check here.
+    /// Winbox: [`Self::admit_transient`] for a connection the caller holds open, plus the one
+    /// rule of Winbox's own. Winbox authenticates on the device, so unlike
+    /// [`Issuer::connect_transient`] there is no password to check here.
     pub async fn connect_winbox(
+        &self,
+        access: &TransientAccess,
+        source: IpAddr,
+    ) -> Result<ConnectGrant, IssuerError> {
+        let grant = self.admit_transient(access, source).await?;
+        let src = source.to_string();
+        // Winbox logs in as the device user made for the access, with the access's level: a
+        // grant that caps a full access to read-only cannot be honoured per connection.
+        if access.full_access && grant.cap(AccessLevel::Full) != AccessLevel::Full {
+            self.metrics.deny("connect", "authorize");
+            return Err(self
+                .refuse(
+                    &access.username,
+                    &access.device,
+                    &src,
+                    "authorize: the policy allows read-only, and this access's device user has \
+                     full access"
+                        .into(),
+                )
+                .await);
+        }
+        Ok(grant)
+    }
+
+    /// Asks the `source` hook (with the access's `allow_only_cidr` / `allow_rfc1918`) and the
+    /// `authorize` hook (for the user who created it) whether `source` may connect to the port
+    /// of `access`. Asked when the connection is accepted (Winbox, SSH: a refused source is
+    /// closed before any login) and, for SSH, again at login.
+    pub async fn admit_transient(
         &self,
         access: &TransientAccess,
         source: IpAddr,
@@ -162,7 +159,11 @@ impl Issuer {
                 )
                 .await);
         };
-        let mut req = self.request(Action::Connect, creator, creator, device, Protocol::Winbox);
+        let protocol = match access.kind {
+            TransientKind::Ssh => Protocol::Ssh,
+            TransientKind::Winbox => Protocol::Winbox,
+        };
+        let mut req = self.request(Action::Connect, creator, creator, device, protocol);
         req.access = if access.full_access {
             AccessLevel::Full
         } else {
@@ -173,25 +174,8 @@ impl Issuer {
         req.source = Some(src.clone());
         req.allow_only_cidr = access.allow_only_cidr.clone();
         req.allow_rfc1918 = access.allow_rfc1918;
-        let grant = self
-            .decide_connect(&req, &access.username, &access.device, &src)
-            .await?;
-        // Winbox logs in as the device user made for the access, with the access's level: a
-        // grant that caps a full access to read-only cannot be honoured per connection.
-        if access.full_access && grant.cap(AccessLevel::Full) != AccessLevel::Full {
-            self.metrics.deny("connect", "authorize");
-            return Err(self
-                .refuse(
-                    &access.username,
-                    &access.device,
-                    &src,
-                    "authorize: the policy allows read-only, and this access's device user has \
-                     full access"
-                        .into(),
-                )
-                .await);
-        }
-        Ok(grant)
+        self.decide_connect(&req, &access.username, &access.device, &src)
+            .await
     }
 
     async fn decide_connect(

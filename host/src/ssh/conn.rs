@@ -72,7 +72,7 @@ pub async fn accept_loop(
         };
         let conn = Arc::new(Conn::new(peer, guard));
         let token = service.live.task_token();
-        let (svc, stop) = (service.clone(), stop.clone());
+        let (svc, stop, entry) = (service.clone(), stop.clone(), entry.clone());
         let moved = service.lanes.spawn_connection(stream, move |stream| {
             run_conn(svc, stream, conn, entry, stop, token)
         });
@@ -91,6 +91,18 @@ async fn run_conn(
     mut stop: watch::Receiver<bool>,
     _token: Arc<()>,
 ) {
+    // A transient access's port serves only the sources its policy allows: others are closed
+    // before the SSH handshake, as Winbox ports do (the refusal is audited, bounded per source,
+    // and is not a failed login). The login asks the policy again.
+    if let Entry::Transient(access) = &entry
+        && service
+            .issuer
+            .admit_transient(access, conn.peer.ip())
+            .await
+            .is_err()
+    {
+        return;
+    }
     let grace = tokio::time::sleep(service.settings.login_grace);
     tokio::pin!(grace);
     let handler = Gate::new(service.clone(), conn.clone(), entry);

@@ -31,7 +31,7 @@ use crate::config::AccessLevel;
 use crate::issuer::{ConnectGrant, IssuerError};
 use crate::policy::Protocol;
 use crate::secret::Secret;
-use crate::store::{AuditEvent, TransientKind};
+use crate::store::{AuditEvent, TransientAccess, TransientKind};
 
 /// The grant obligation that allows `direct-tcpip` channels (opened from the device).
 pub const ALLOW_TCP_FORWARDING: &str = "allow-tcp-forwarding";
@@ -40,12 +40,12 @@ pub const ALLOW_TCP_FORWARDING: &str = "allow-tcp-forwarding";
 const PROMPT: &str = "Password (one-time key): ";
 
 /// Which kind of listener a connection came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Entry {
     /// The main `ssh_listen` port: `<user>:<device>` with a one-time key.
     OpenSession,
     /// A transient access's own port.
-    Transient { port: u16 },
+    Transient(Arc<TransientAccess>),
 }
 
 /// The russh server configuration: our host key, password and keyboard-interactive only.
@@ -151,9 +151,12 @@ impl Gate {
             return Ok(reject());
         }
         let ip = self.peer().ip();
-        let target = match self.entry {
+        let target = match &self.entry {
             Entry::OpenSession => self.check_otk(login, &password).await,
-            Entry::Transient { port } => self.check_transient(login, &password, port).await,
+            Entry::Transient(access) => {
+                let port = access.port;
+                self.check_transient(login, &password, port).await
+            }
         };
         let target = match target {
             Ok(t) => t,

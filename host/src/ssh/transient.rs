@@ -40,7 +40,7 @@ impl AccessHandler for SshAccesses {
         accept_loop(
             self.service.clone(),
             listener,
-            Entry::Transient { port: access.port },
+            Entry::Transient(access),
             self.stop.clone(),
         )
     }
