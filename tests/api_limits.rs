@@ -1,6 +1,7 @@
 //! End-to-end tests of the API's defences against clients that abuse connections and bodies,
 //! against the real binary over HTTPS: a source over its connection cap is closed at once,
-//! oversized bodies get a JSON 413, and failed logins cannot grow the audit log without bound.
+//! a request whose headers never end is cut, oversized bodies get a JSON 413, and failed
+//! logins cannot grow the audit log without bound.
 
 // Test code: a failed step should stop the test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -149,4 +150,45 @@ async fn failed_logins_leave_bounded_clipped_audit_rows() {
     // The log line is clipped the same way.
     assert!(!log.contains(&"n".repeat(2000)));
     assert!(log.contains("more bytes"), "no clipped field in the log");
+}
+
+#[tokio::test]
+async fn headers_that_never_end_are_cut_after_the_header_timeout() {
+    let (_tmp, path) = setup("24330-24339");
+    let gw = Gateway::start(&path);
+    // A real TLS client that sends half a request and then nothing more, keeping its side
+    // open; `s_client -quiet` exits when the server closes the connection.
+    let mut client = std::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &api_addr(&gw)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    {
+        use std::io::Write;
+        let stdin = client.stdin.as_mut().unwrap();
+        stdin
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n")
+            .unwrap();
+        stdin.flush().unwrap();
+    }
+    // The header timeout is 30 s (`http_conn::HEADER_TIMEOUT`).
+    let closed = loop {
+        if client.try_wait().unwrap().is_some() {
+            break Some(started.elapsed());
+        }
+        if started.elapsed() > Duration::from_secs(50) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let _ = client.kill();
+    let _ = client.wait();
+    let closed = closed.expect("the stalled request was never cut");
+    assert!(
+        closed >= Duration::from_secs(25),
+        "cut after only {closed:?}"
+    );
 }

@@ -6,7 +6,9 @@
 //! - a connection on which no byte moved either way for [`IDLE_TIMEOUT`] is closed (an idle
 //!   keep-alive connection, a client silent after the TLS handshake, a body that stopped);
 //! - HTTP/1 request headers must arrive within [`HEADER_TIMEOUT`] (a client trickling a byte
-//!   now and then is not idle, but its headers never end);
+//!   now and then is not idle, but its headers never end). hyper runs this timer while a
+//!   keep-alive connection waits for its next request too, so it is also HTTP/1's keep-alive
+//!   timeout, and is kept as long as hyper's default rather than shorter;
 //! - a request body must arrive within `api::extract::BODY_TIMEOUT` (408).
 //!
 //! A connection upgraded to a WebSocket (the web console) leaves these limits behind with
@@ -24,8 +26,9 @@ use tokio::time::Instant;
 
 /// A connection with no byte read or written for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Time allowed for an HTTP/1 request's headers, from the first byte.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for an HTTP/1 request's headers, counted from when the connection starts
+/// waiting for them (so also how long an idle keep-alive connection stays open).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// When bytes last moved on a [`Watched`] stream.
 #[derive(Debug, Clone)]
