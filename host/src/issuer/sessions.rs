@@ -252,18 +252,22 @@ impl Issuer {
         }
         Ok(ended.into_iter().map(|s| s.id).collect())
     }
-}
 
-impl Issuer {
     /// The connection an initiated session opened has ended (the user logged out, the
     /// connection dropped, the device failed): the session is over, and tracking shows it
     /// `expired` with its `ended_at`. A session terminated meanwhile keeps `terminated`.
-    pub async fn session_closed(&self, id: &str) -> Result<(), IssuerError> {
+    /// Called as a connection winds down, with nobody to answer: a store error is logged.
+    pub async fn session_closed(&self, id: &str) {
         let now = now_ms();
-        if let Some(s) = self.store.close_session(id, now).await? {
-            audit::trace(&s.audit_event(now, "session.closed", Some(&s.user), "ok"));
+        match self.store.close_session(id, now).await {
+            Ok(Some(s)) => {
+                audit::trace(&s.audit_event(now, "session.closed", Some(&s.user), "ok"));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(session = id, error = %e, "cannot mark the open session closed")
+            }
         }
-        Ok(())
     }
 }
 

@@ -209,10 +209,8 @@ async fn run_conn(
         if let Err(err) = service.issuer.audit_event(e).await {
             tracing::error!(error = %err, "cannot write the SSH session-end audit row");
         }
-        if let LiveKey::Session(session) = &id.key
-            && let Err(err) = service.issuer.session_closed(session).await
-        {
-            tracing::error!(error = %err, "cannot mark the open session closed");
+        if let LiveKey::Session(session) = &id.key {
+            service.issuer.session_closed(session).await;
         }
     }
 }

@@ -153,10 +153,7 @@ impl Gate {
         let ip = self.peer().ip();
         let target = match &self.entry {
             Entry::OpenSession => self.check_otk(login, &password).await,
-            Entry::Transient(access) => {
-                let port = access.port;
-                self.check_transient(login, &password, port).await
-            }
+            Entry::Transient(access) => self.check_transient(login, &password, access.port).await,
         };
         let target = match target {
             Ok(t) => t,

@@ -169,9 +169,7 @@ async fn run(
     drop(token);
     // Whichever way the console ends from here, the session it opened is over.
     let ended = serve(state, ip, sink, stream, &session, &grant, (cols, rows)).await;
-    if let Err(e) = issuer.session_closed(&session.id).await {
-        tracing::error!(error = %e, "cannot mark the open session closed");
-    }
+    issuer.session_closed(&session.id).await;
     ended
 }
 
