@@ -24,7 +24,6 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Instance, InstancePre, Linker, ResourceTable};
@@ -35,11 +34,10 @@ use wasmtime::{
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{self, authorize, source, sudo};
+use super::ticker::{Ticker, TickerHandle};
 use super::{Decision, Request};
 use crate::config::Hook;
 
-/// Epoch ticks per millisecond of deadline: the ticker increments the epoch every millisecond.
-const TICK: Duration = Duration::from_millis(1);
 /// Bytes of each pooled linear memory / table kept mapped between instances (reset in place).
 const KEEP_RESIDENT_MEMORY: usize = 256 << 10;
 const KEEP_RESIDENT_TABLE: usize = 16 << 10;
@@ -334,18 +332,12 @@ pub struct Limits {
 pub struct PolicyEngine {
     engine: Engine,
     linker: Linker<Ctx>,
-    stop: Arc<AtomicBool>,
+    ticker: TickerHandle,
 }
 
 impl std::fmt::Debug for PolicyEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PolicyEngine")
-    }
-}
-
-impl Drop for PolicyEngine {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -388,27 +380,21 @@ impl PolicyEngine {
             .map_err(|e| LoadError::Engine(e.to_string()))?;
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| LoadError::Engine(e.to_string()))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let ticker_engine = engine.clone();
-        let ticker_stop = stop.clone();
-        std::thread::Builder::new()
-            .name("sallyport-epoch".into())
-            .spawn(move || {
-                while !ticker_stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(TICK);
-                    ticker_engine.increment_epoch();
-                }
-            })
+        let ticker = Ticker::start(engine.clone())
             .map_err(|e| LoadError::Engine(format!("cannot start epoch ticker: {e}")))?;
         Ok(Self {
             engine,
             linker,
-            stop,
+            ticker,
         })
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    pub fn ticker(&self) -> &Arc<Ticker> {
+        self.ticker.ticker()
     }
 
     fn exports(&self, component: &Component) -> Vec<String> {
@@ -487,7 +473,7 @@ impl PolicyEngine {
         hook: Hook,
         r: &Request,
     ) -> Result<Decision, Fault> {
-        let mut session = super::session::Session::new(self.engine.clone(), r);
+        let mut session = super::session::Session::new(self, r);
         session.decide(prepared, meta, limits, hook)
     }
 }

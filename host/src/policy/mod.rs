@@ -18,6 +18,7 @@ pub mod native;
 mod session;
 /// One component loaded outside the server (`sallyport plugin test` / `inspect`).
 pub mod standalone;
+mod ticker;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -280,7 +281,7 @@ impl Policy {
         Decisions {
             shared: &self.shared,
             plugins: self.shared.plugins(),
-            session: session::Session::new(self.shared.engine.engine().clone(), r),
+            session: session::Session::new(&self.shared.engine, r),
             request: r,
             audit: Vec::new(),
         }

@@ -22,7 +22,10 @@ use wasmtime::component::Instance;
 use wasmtime::{Engine, Store, StoreLimitsBuilder};
 
 use super::bindings::{self, wit};
-use super::engine::{CallClock, Ctx, Fault, Limits, PluginMeta, Prepared, classify, cpu_mark};
+use super::engine::{
+    CallClock, Ctx, Fault, Limits, PluginMeta, PolicyEngine, Prepared, classify, cpu_mark,
+};
+use super::ticker::Ticker;
 use super::{Decision, Request};
 use crate::config::Hook;
 
@@ -32,6 +35,7 @@ const MAX_INSTANCES: usize = 64;
 /// The store of one request and the instances created in it.
 pub struct Session {
     engine: Engine,
+    ticker: Arc<Ticker>,
     request: wit::Request,
     request_id: String,
     now_ms: u64,
@@ -51,9 +55,10 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    pub fn new(engine: Engine, r: &Request) -> Self {
+    pub fn new(engine: &PolicyEngine, r: &Request) -> Self {
         Self {
-            engine,
+            engine: engine.engine().clone(),
+            ticker: engine.ticker().clone(),
             request: bindings::request(r),
             request_id: r.request_id.clone(),
             now_ms: r.now_unix_ms,
@@ -134,6 +139,7 @@ impl Session {
         ctx.clock.call_started = Instant::now();
         ctx.clock.deadline = limits.deadline;
         store.set_epoch_deadline((limits.deadline.as_millis() as u64).max(1) + 1);
+        let _running = self.ticker.running();
         let outcome = match cached {
             Some(i) => Ok(i),
             None if full => Err(wasmtime::Error::msg(
@@ -241,7 +247,7 @@ mod tests {
         let r = request();
         // Many requests, so pooled slots are reused: each one starts from a pristine instance.
         for _ in 0..50 {
-            let mut s = Session::new(engine.engine().clone(), &r);
+            let mut s = Session::new(&engine, &r);
             let first = s.decide(&prepared, &meta, limits, Hook::Authorize);
             assert!(matches!(first, Ok(Decision::Allow(_))), "{first:?}");
             // Within one request the instance is shared, so the plugin sees its own state.
