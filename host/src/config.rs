@@ -53,8 +53,8 @@ pub struct ServerConfig {
     pub api_listen: SocketAddr,
     pub ssh_listen: SocketAddr,
     pub public_host: String,
-    /// `"45000-45999"`: the pool for per-access listeners.
-    pub transient_ports: String,
+    /// `"45000-45999"` (or one port, `"45000"`): the pool for per-access listeners.
+    pub transient_ports: PortRange,
     /// Address the per-access Winbox listeners bind to (`public_host` should resolve to it, or
     /// to a NAT in front of it). `0.0.0.0` for every interface.
     pub transient_listen_ip: IpAddr,
@@ -107,7 +107,7 @@ impl Default for ServerConfig {
             api_listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             ssh_listen: SocketAddr::from(([127, 0, 0, 1], 2222)),
             public_host: "localhost".into(),
-            transient_ports: "45000-45999".into(),
+            transient_ports: PortRange(45000..=45999),
             transient_listen_ip: IpAddr::from([127, 0, 0, 1]),
             plugins_dir: None,
             tls: true,
@@ -128,22 +128,35 @@ impl Default for ServerConfig {
     }
 }
 
-impl ServerConfig {
-    /// The parsed `transient_ports` range.
-    pub fn port_range(&self) -> Result<RangeInclusive<u16>, ConfigError> {
+/// A range of TCP ports, written `"FIRST-LAST"` or `"PORT"`. Checked while parsing, so a
+/// bad value is reported with its line.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PortRange(RangeInclusive<u16>);
+
+impl TryFrom<String> for PortRange {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
         let bad = || {
-            ConfigError::Invalid(format!(
-                "server.transient_ports = {:?}: expected \"FIRST-LAST\" with 1 <= FIRST <= LAST <= 65535",
-                self.transient_ports
-            ))
+            format!(
+                "{text:?}: expected \"FIRST-LAST\" with 1 <= FIRST <= LAST <= 65535, or one port"
+            )
         };
-        let (a, b) = self.transient_ports.split_once('-').ok_or_else(bad)?;
+        let (a, b) = text.split_once('-').unwrap_or((&text, &text));
         let a: u16 = a.trim().parse().map_err(|_| bad())?;
         let b: u16 = b.trim().parse().map_err(|_| bad())?;
         if a == 0 || a > b {
             return Err(bad());
         }
-        Ok(a..=b)
+        Ok(Self(a..=b))
+    }
+}
+
+impl ServerConfig {
+    /// The `transient_ports` range.
+    pub fn port_range(&self) -> RangeInclusive<u16> {
+        self.transient_ports.0.clone()
     }
 
     pub fn plugins_dir(&self) -> PathBuf {
@@ -305,7 +318,6 @@ impl Config {
     /// Checks what the types cannot: references, ranges, duplicates.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
-        self.server.port_range()?;
         if self.server.ticket_ttl_secs == 0 || self.server.max_otk_duration_secs == 0 {
             return invalid(
                 "server.ticket_ttl_secs and server.max_otk_duration_secs must be > 0".into(),
@@ -445,16 +457,29 @@ credentials.read_only = { user = "viewer", key_file = "keys/viewer" }
 "#,
         )
         .unwrap();
-        assert_eq!(c.server.port_range().unwrap(), 46000..=46010);
+        assert_eq!(c.server.port_range(), 46000..=46010);
         assert_eq!(c.groups[0].access, AccessLevel::Full);
         assert!(format!("{c:?}").contains("<redacted>"));
         assert!(!format!("{c:?}").contains("\"pw\""));
     }
 
     #[test]
+    fn a_bad_port_range_is_named_with_its_line_and_one_port_is_a_range() {
+        for bad in ["5-1", "abc", "0-10", "1-70000", ""] {
+            let text = format!("[server]\ntls = false\ntransient_ports = \"{bad}\"\n");
+            let msg = parse(&text).unwrap_err().to_string();
+            assert!(msg.contains("transient_ports"), "{bad}: {msg}");
+            assert!(msg.contains("line 3"), "{bad}: {msg}");
+        }
+        let c = parse("[server]\ntransient_ports = \"24800\"\n").unwrap();
+        assert_eq!(c.server.port_range(), 24800..=24800);
+        let c = parse("[server]\ntransient_ports = \" 100 - 200 \"\n").unwrap();
+        assert_eq!(c.server.port_range(), 100..=200);
+    }
+
+    #[test]
     fn semantic_errors() {
         for (text, needle) in [
-            ("[server]\ntransient_ports = \"5-1\"", "transient_ports"),
             (
                 "[[users]]\nname = \"a\"\ngroups = [\"nope\"]",
                 "unknown group",

@@ -117,7 +117,7 @@ impl Gateway {
             store.clone(),
         )?);
         let policy = Arc::new(Policy::load(&config, &data, metrics.clone())?);
-        let ports = config.server.port_range()?;
+        let ports = config.server.port_range();
         crate::tcp::ephemeral::warn_if_exposed(&ports);
         let issuer = Arc::new(
             Issuer::new(
