@@ -56,6 +56,13 @@ impl Decision {
         Decision::Deny(reason.into())
     }
 
+    /// No opinion: the request is none of this policy's business. The other plugins of the
+    /// hook decide (under `deny-overrides` an abstain neither allows nor denies; at least one
+    /// plugin must still allow).
+    pub fn abstain() -> Self {
+        Decision::Abstain
+    }
+
     /// True for [`Decision::Allow`].
     pub fn is_allow(&self) -> bool {
         matches!(self, Decision::Allow(_))
@@ -147,6 +154,7 @@ mod tests {
         assert!(d.is_allow() && !d.is_deny() && !d.is_abstain());
         assert_eq!(d.grant().and_then(|g| g.max_ttl_seconds), Some(60));
         assert_eq!(Decision::deny("no").reason(), Some("no"));
-        assert!(Decision::Abstain.is_abstain());
+        assert!(Decision::abstain().is_abstain() && !Decision::abstain().is_allow());
+        assert_eq!(Decision::abstain(), Decision::Abstain);
     }
 }

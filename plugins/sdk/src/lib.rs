@@ -26,7 +26,7 @@
 //! impl Authorize for LabPolicy {
 //!     fn authorize(r: &Request) -> Decision {
 //!         if !sallyport_plugin::glob::matches("lab-*", &r.device.name) {
-//!             return Decision::Abstain;
+//!             return Decision::abstain(); // not a lab device: the other plugins decide
 //!         }
 //!         let allowed = sallyport_plugin::config("groups").unwrap_or_default();
 //!         let member = r.subject.groups.iter().any(|g| allowed.split(',').any(|a| a.trim() == g));
