@@ -254,6 +254,57 @@ fn plugin_test_runs_fixtures_and_fails_on_a_mismatch() {
 }
 
 #[test]
+fn plugin_test_reports_bad_fixtures_one_by_one() {
+    let wasm = repo("plugins/dist/default-sudo.wasm");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a-maybe.toml"), "[expect]\ndecision = \"maybe\"\n").unwrap();
+    std::fs::write(
+        dir.join("b-ttl.json"),
+        r#"{"request": {"ttl-seconds": "abc"}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("c-twice.toml"),
+        "[request]\nttl-seconds = 5\nttl_seconds = 6\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("d-principal.toml"),
+        "[request]\nrequester = \"bob\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("e-good.toml"),
+        "[request]\nuser = { name = \"carol\" }\n[expect]\ndecision = \"allow\"\n",
+    )
+    .unwrap();
+    let out = sallyport(&["plugin", "test", &wasm, dir.to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    let d = dir.display();
+    for line in [
+        format!(
+            "ERROR {d}/a-maybe.toml: expect.decision: \"maybe\": expected one of allow, deny, abstain\n"
+        ),
+        format!(
+            "ERROR {d}/b-ttl.json: request.ttl-seconds: expected a whole number from 0 to 4294967295, found string \"abc\"\n"
+        ),
+        format!(
+            "ERROR {d}/c-twice.toml: request.ttl-seconds: given twice, as \"ttl-seconds\" and \"ttl_seconds\": keep one\n"
+        ),
+        format!(
+            "ERROR {d}/d-principal.toml: request.requester: expected a table such as {{ name = \"alice\", groups = [\"ops\"], sudo = false }}, found string \"bob\"\n"
+        ),
+        "PASS  e-good: allow".to_string(),
+    ] {
+        assert!(stdout.contains(&line), "missing {line:?} in\n{stdout}");
+    }
+    assert!(stderr.contains("4 of 5 fixtures failed"), "{stderr}");
+}
+
+#[test]
 fn plugin_new_writes_a_crate_that_tests_natively() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("frozen");

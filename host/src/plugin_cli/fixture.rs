@@ -29,9 +29,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
 use serde_json::Value;
 
+use super::table::{FixtureError, Table, found};
 use sallyport::config::AccessLevel;
 use sallyport::policy::{Action, Decision, DeviceRef, Principal, Protocol, Request};
 
@@ -44,124 +44,174 @@ pub struct Fixture {
     pub expect: Option<Expect>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    name: Option<String>,
-    #[serde(default)]
-    config: serde_json::Map<String, Value>,
-    #[serde(default)]
-    request: RawRequest,
-    expect: Option<Expect>,
+/// The kind of answer a fixture expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    Allow,
+    Deny,
+    Abstain,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPrincipal {
-    name: String,
-    #[serde(default)]
-    groups: Vec<String>,
-    #[serde(default)]
-    sudo: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawDevice {
-    name: String,
-    id: String,
-    tags: Vec<String>,
-}
-
-impl Default for RawDevice {
-    fn default() -> Self {
-        Self {
-            name: "device1".into(),
-            id: String::new(),
-            tags: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawRequest {
-    action: String,
-    user: Option<RawPrincipal>,
-    requester: Option<RawPrincipal>,
-    subject: Option<RawPrincipal>,
-    device: RawDevice,
-    protocol: String,
-    access: String,
-    ttl_seconds: u32,
-    source: Option<String>,
-    allow_only_cidr: Option<String>,
-    allow_rfc1918: bool,
-    now_unix_ms: Option<u64>,
-    request_id: String,
-}
-
-impl Default for RawRequest {
-    fn default() -> Self {
-        Self {
-            action: "issue-session".into(),
-            user: None,
-            requester: None,
-            subject: None,
-            device: RawDevice::default(),
-            protocol: "ssh".into(),
-            access: "full".into(),
-            ttl_seconds: 600,
-            source: None,
-            allow_only_cidr: None,
-            allow_rfc1918: true,
-            now_unix_ms: None,
-            request_id: "fixture".into(),
+impl Want {
+    fn word(self) -> &'static str {
+        match self {
+            Want::Allow => "allow",
+            Want::Deny => "deny",
+            Want::Abstain => "abstain",
         }
     }
 }
 
 /// What the fixture expects the plugin to answer.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct Expect {
-    pub decision: String,
+    pub decision: Want,
     pub reason_contains: Option<String>,
     pub max_ttl_seconds: Option<u32>,
-    pub access: Option<String>,
+    pub access: Option<AccessLevel>,
 }
 
-/// Field names as in the WIT (`ttl-seconds`) or as in TOML configs (`ttl_seconds`).
-fn snake_keys(v: Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.into_iter()
-                .map(|(k, v)| (k.replace('-', "_"), snake_keys(v)))
-                .collect(),
-        ),
-        Value::Array(a) => Value::Array(a.into_iter().map(snake_keys).collect()),
-        other => other,
+const ACTIONS: &[(&str, Action)] = &[
+    ("issue-session", Action::IssueSession),
+    ("issue-transient", Action::IssueTransient),
+    ("connect", Action::Connect),
+];
+const PROTOCOLS: &[(&str, Protocol)] = &[
+    ("ssh", Protocol::Ssh),
+    ("winbox", Protocol::Winbox),
+    ("web-console", Protocol::WebConsole),
+];
+const ACCESS: &[(&str, AccessLevel)] = &[
+    ("full", AccessLevel::Full),
+    ("read-only", AccessLevel::ReadOnly),
+];
+const WANTS: &[(&str, Want)] = &[
+    ("allow", Want::Allow),
+    ("deny", Want::Deny),
+    ("abstain", Want::Abstain),
+];
+
+const PRINCIPAL: &str = r#"{ name = "alice", groups = ["ops"], sudo = false }"#;
+const DEVICE: &str = r#"{ name = "edge-1", tags = ["lab"] }"#;
+const U32: &str = "a whole number from 0 to 4294967295";
+
+/// Removes `key` and reads it as one of `choices` (case and `-`/`_` do not matter).
+fn word<T: Copy>(
+    t: &mut Table,
+    key: &str,
+    choices: &[(&str, T)],
+) -> Result<Option<T>, FixtureError> {
+    let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+    let what = names.join(", ");
+    let Some(s) = t.take::<String>(key, &format!("one of {what}"))? else {
+        return Ok(None);
+    };
+    let w = s.trim().to_ascii_lowercase().replace('_', "-");
+    match choices.iter().find(|(n, _)| *n == w) {
+        Some((_, v)) => Ok(Some(*v)),
+        None => Err(t.error(key, format!("{s:?}: expected one of {what}"))),
     }
 }
 
-fn enum_word(s: &str) -> String {
-    s.trim().to_ascii_lowercase().replace('_', "-")
+fn principal(t: &mut Table, key: &str) -> Result<Option<Principal>, FixtureError> {
+    let Some(mut p) = t.take_table(key, PRINCIPAL)? else {
+        return Ok(None);
+    };
+    let name = p
+        .take::<String>("name", "a string")?
+        .ok_or_else(|| p.error("name", "missing: the user's name"))?;
+    let groups = p
+        .take("groups", "a list of group names")?
+        .unwrap_or_default();
+    let sudo = p.take("sudo", "true or false")?.unwrap_or(false);
+    p.finish(&["name", "groups", "sudo"])?;
+    Ok(Some(Principal { name, groups, sudo }))
 }
 
-pub fn access(s: &str) -> anyhow::Result<AccessLevel> {
-    match enum_word(s).as_str() {
-        "full" => Ok(AccessLevel::Full),
-        "read-only" => Ok(AccessLevel::ReadOnly),
-        other => bail!("access {other:?}: expected full or read-only"),
-    }
+fn device(t: &mut Table) -> Result<DeviceRef, FixtureError> {
+    let Some(mut d) = t.take_table("device", DEVICE)? else {
+        return Ok(DeviceRef {
+            name: "device1".into(),
+            id: String::new(),
+            tags: Vec::new(),
+        });
+    };
+    let name = d
+        .take("name", "a string")?
+        .unwrap_or_else(|| "device1".into());
+    let id = d.take("id", "a string")?.unwrap_or_default();
+    let tags = d.take("tags", "a list of tags")?.unwrap_or_default();
+    d.finish(&["name", "id", "tags"])?;
+    Ok(DeviceRef { name, id, tags })
 }
 
-fn principal(p: RawPrincipal) -> Principal {
-    Principal {
-        name: p.name,
-        groups: p.groups,
-        sudo: p.sudo,
-    }
+fn request(mut t: Table) -> Result<Request, FixtureError> {
+    let (user, requester, subject) = (
+        principal(&mut t, "user")?,
+        principal(&mut t, "requester")?,
+        principal(&mut t, "subject")?,
+    );
+    let (requester, subject) = match (user, requester, subject) {
+        (Some(u), None, None) => (u.clone(), u),
+        (None, req, sub) => {
+            let req = req.unwrap_or_else(|| Principal {
+                name: "user".into(),
+                groups: vec![],
+                sudo: false,
+            });
+            let sub = sub.unwrap_or_else(|| req.clone());
+            (req, sub)
+        }
+        _ => return Err(t.error("user", "give `user`, or `requester`/`subject`, not both")),
+    };
+    let r = Request {
+        action: word(&mut t, "action", ACTIONS)?.unwrap_or(Action::IssueSession),
+        requester,
+        subject,
+        device: device(&mut t)?,
+        protocol: word(&mut t, "protocol", PROTOCOLS)?.unwrap_or(Protocol::Ssh),
+        access: word(&mut t, "access", ACCESS)?.unwrap_or(AccessLevel::Full),
+        ttl_seconds: t.take("ttl-seconds", U32)?.unwrap_or(600),
+        source: t.take("source", "an address such as \"203.0.113.7\"")?,
+        allow_only_cidr: t.take("allow-only-cidr", "a block such as \"203.0.113.0/24\"")?,
+        allow_rfc1918: t.take("allow-rfc1918", "true or false")?.unwrap_or(true),
+        now_unix_ms: match t.take("now-unix-ms", "milliseconds since 1970-01-01 UTC")? {
+            Some(ms) => ms,
+            None => now_ms(),
+        },
+        request_id: t
+            .take("request-id", "a string")?
+            .unwrap_or_else(|| "fixture".into()),
+    };
+    t.finish(&[
+        "action",
+        "user",
+        "requester",
+        "subject",
+        "device",
+        "protocol",
+        "access",
+        "ttl-seconds",
+        "source",
+        "allow-only-cidr",
+        "allow-rfc1918",
+        "now-unix-ms",
+        "request-id",
+    ])?;
+    Ok(r)
+}
+
+fn expect(mut t: Table) -> Result<Expect, FixtureError> {
+    let decision = word(&mut t, "decision", WANTS)?
+        .ok_or_else(|| t.error("decision", "missing: allow, deny or abstain"))?;
+    let e = Expect {
+        decision,
+        reason_contains: t.take("reason-contains", "a string")?,
+        max_ttl_seconds: t.take("max-ttl-seconds", U32)?,
+        access: word(&mut t, "access", ACCESS)?,
+    };
+    t.finish(&["decision", "reason-contains", "max-ttl-seconds", "access"])?;
+    Ok(e)
 }
 
 fn now_ms() -> u64 {
@@ -171,100 +221,64 @@ fn now_ms() -> u64 {
 }
 
 /// Reads one fixture file (`.json`, or anything else as TOML).
-pub fn read(path: &Path) -> anyhow::Result<Fixture> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+pub fn read(path: &Path) -> Result<Fixture, FixtureError> {
+    let text = std::fs::read_to_string(path)?;
     let value: Value = if path.extension().is_some_and(|e| e == "json") {
-        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?
+        serde_json::from_str(&text)?
     } else {
-        toml::from_str(&text).with_context(|| format!("{}: not TOML", path.display()))?
+        toml::from_str(&text)?
     };
-    let Value::Object(mut top) = value else {
-        bail!("{}: a fixture is a table/object", path.display())
-    };
+    let name = path
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    parse(value, name)
+}
+
+/// A fixture from its parsed JSON/TOML; `default_name` if it names itself not.
+pub fn parse(value: Value, default_name: String) -> Result<Fixture, FixtureError> {
+    let mut top = Table::new("", value, "")?;
+    let name = top.take("name", "a string")?.unwrap_or(default_name);
     // The config table is passed through verbatim: its keys are the plugin's own.
-    let config = top.remove("config");
-    let mut raw: Raw = serde_json::from_value(snake_keys(Value::Object(top)))
-        .with_context(|| format!("{}", path.display()))?;
-    if let Some(Value::Object(c)) = config {
-        raw.config = c;
-    } else if config.is_some() {
-        bail!("{}: `config` must be a table", path.display());
-    }
-    let r = raw.request;
-    let (requester, subject) = match (r.user, r.requester, r.subject) {
-        (Some(u), None, None) => {
-            let p = principal(u);
-            (p.clone(), p)
+    let config = match top.take_value("config") {
+        None => HashMap::new(),
+        Some(Value::Object(c)) => c
+            .into_iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k, text)
+            })
+            .collect(),
+        Some(other) => {
+            return Err(top.error(
+                "config",
+                format!(
+                    "expected a table of the plugin's settings, found {}",
+                    found(&other)
+                ),
+            ));
         }
-        (None, req, sub) => {
-            let req = req.map(principal).unwrap_or_else(|| Principal {
-                name: "user".into(),
-                groups: vec![],
-                sudo: false,
-            });
-            let sub = sub.map(principal).unwrap_or_else(|| req.clone());
-            (req, sub)
-        }
-        _ => bail!(
-            "{}: give `user`, or `requester`/`subject`, not both",
-            path.display()
-        ),
     };
-    let request = Request {
-        action: match enum_word(&r.action).as_str() {
-            "issue-session" => Action::IssueSession,
-            "issue-transient" => Action::IssueTransient,
-            "connect" => Action::Connect,
-            other => bail!(
-                "{}: action {other:?}: expected issue-session, issue-transient or connect",
-                path.display()
-            ),
-        },
-        requester,
-        subject,
-        device: DeviceRef {
-            name: r.device.name,
-            id: r.device.id,
-            tags: r.device.tags,
-        },
-        protocol: match enum_word(&r.protocol).as_str() {
-            "ssh" => Protocol::Ssh,
-            "winbox" => Protocol::Winbox,
-            "web-console" => Protocol::WebConsole,
-            other => bail!(
-                "{}: protocol {other:?}: expected ssh, winbox or web-console",
-                path.display()
-            ),
-        },
-        access: access(&r.access).with_context(|| path.display().to_string())?,
-        ttl_seconds: r.ttl_seconds,
-        source: r.source,
-        allow_only_cidr: r.allow_only_cidr,
-        allow_rfc1918: r.allow_rfc1918,
-        now_unix_ms: r.now_unix_ms.unwrap_or_else(now_ms),
-        request_id: r.request_id,
+    let request = match top.take_table("request", "[request] with action = \"connect\"")? {
+        Some(t) => request(t)?,
+        None => request(Table::new(
+            "request",
+            Value::Object(Default::default()),
+            "",
+        )?)?,
     };
-    let config = raw
-        .config
-        .into_iter()
-        .map(|(k, v)| {
-            let text = match v {
-                Value::String(s) => s,
-                other => other.to_string(),
-            };
-            (k, text)
-        })
-        .collect();
-    let name = raw.name.unwrap_or_else(|| {
-        path.file_stem()
-            .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
-    });
+    let expect = match top.take_table("expect", "[expect] with decision = \"deny\"")? {
+        Some(t) => Some(expect(t)?),
+        None => None,
+    };
+    top.finish(&["name", "config", "request", "expect"])?;
     Ok(Fixture {
         name,
         config,
         request,
-        expect: raw.expect,
+        expect,
     })
 }
 
@@ -324,36 +338,176 @@ pub fn describe(d: &Decision) -> String {
 }
 
 /// `None` if `d` meets the expectation, else what differs.
-pub fn check(expect: &Expect, d: &Decision) -> anyhow::Result<Option<String>> {
-    let want = enum_word(&expect.decision);
+pub fn check(expect: &Expect, d: &Decision) -> Option<String> {
     let got = match d {
-        Decision::Allow(_) => "allow",
-        Decision::Deny(_) => "deny",
-        Decision::Abstain => "abstain",
+        Decision::Allow(_) => Want::Allow,
+        Decision::Deny(_) => Want::Deny,
+        Decision::Abstain => Want::Abstain,
     };
-    if !["allow", "deny", "abstain"].contains(&want.as_str()) {
-        bail!("expect.decision {want:?}: expected allow, deny or abstain");
-    }
-    if want != got {
-        return Ok(Some(format!("expected {want}")));
+    if expect.decision != got {
+        return Some(format!("expected {}", expect.decision.word()));
     }
     if let (Some(needle), Decision::Deny(reason)) = (&expect.reason_contains, d)
         && !reason.contains(needle.as_str())
     {
-        return Ok(Some(format!("expected the reason to contain {needle:?}")));
+        return Some(format!("expected the reason to contain {needle:?}"));
     }
     if let Decision::Allow(g) = d {
         if expect.max_ttl_seconds.is_some() && expect.max_ttl_seconds != g.max_ttl_seconds {
-            return Ok(Some(format!(
-                "expected max-ttl {:?} s",
-                expect.max_ttl_seconds
-            )));
+            return Some(format!("expected max-ttl {:?} s", expect.max_ttl_seconds));
         }
-        if let Some(a) = &expect.access
-            && Some(access(a)?) != g.access
-        {
-            return Ok(Some(format!("expected access {a}")));
+        if expect.access.is_some() && expect.access != g.access {
+            let a = ACCESS.iter().find(|(_, a)| Some(*a) == expect.access);
+            return Some(format!("expected access {}", a.map_or("?", |(n, _)| *n)));
         }
     }
-    Ok(None)
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toml_fixture(text: &str) -> Result<Fixture, FixtureError> {
+        parse(toml::from_str(text).unwrap(), "f".into())
+    }
+
+    fn error(text: &str) -> String {
+        toml_fixture(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn every_field_is_read_in_either_spelling() {
+        let f = toml_fixture(
+            "name = \"n\"\n[config]\nsome_key = 3\n[request]\naction = \"connect\"\n\
+             requester = { name = \"bob\", groups = [\"g\"], sudo = true }\nsubject = { name = \"al\" }\n\
+             device = { name = \"d\", id = \"i\", tags = [\"t\"] }\nprotocol = \"web_console\"\n\
+             access = \"read-only\"\nttl_seconds = 5\nsource = \"192.0.2.1\"\n\
+             allow-only-cidr = \"192.0.2.0/24\"\nallow_rfc1918 = false\nnow-unix-ms = 7\n\
+             request-id = \"r\"\n[expect]\ndecision = \"Allow\"\nmax_ttl_seconds = 5\naccess = \"read_only\"\n",
+        )
+        .unwrap();
+        let r = &f.request;
+        assert_eq!(f.name, "n");
+        assert_eq!(
+            f.config["some_key"], "3",
+            "config keys are the plugin's, untouched"
+        );
+        assert_eq!(
+            (r.action, r.protocol, r.access),
+            (Action::Connect, Protocol::WebConsole, AccessLevel::ReadOnly)
+        );
+        assert!(r.requester.sudo && r.subject.name == "al" && r.device.tags == ["t"]);
+        assert_eq!(
+            (r.ttl_seconds, r.now_unix_ms, r.allow_rfc1918),
+            (5, 7, false)
+        );
+        let e = f.expect.unwrap();
+        assert_eq!(
+            (e.decision, e.access, e.max_ttl_seconds),
+            (Want::Allow, Some(AccessLevel::ReadOnly), Some(5))
+        );
+
+        let f = toml_fixture("").unwrap();
+        assert_eq!(
+            (f.name.as_str(), f.request.requester.name.as_str()),
+            ("f", "user")
+        );
+        assert!(f.expect.is_none());
+    }
+
+    #[test]
+    fn a_bad_decision_is_an_error_of_the_fixture_naming_the_field() {
+        assert_eq!(
+            error("[expect]\ndecision = \"maybe\"\n"),
+            "expect.decision: \"maybe\": expected one of allow, deny, abstain"
+        );
+        assert_eq!(
+            error("[expect]\nreason-contains = \"x\"\n"),
+            "expect.decision: missing: allow, deny or abstain"
+        );
+        assert_eq!(
+            error("[expect]\ndecision = \"allow\"\naccess = \"root\"\n"),
+            "expect.access: \"root\": expected one of full, read-only"
+        );
+    }
+
+    #[test]
+    fn type_errors_name_the_field_and_what_to_write() {
+        assert_eq!(
+            error("[request]\nttl-seconds = \"abc\"\n"),
+            "request.ttl-seconds: expected a whole number from 0 to 4294967295, found string \"abc\""
+        );
+        assert_eq!(
+            error("[request]\ndevice = { tags = \"lab\" }\n"),
+            "request.device.tags: expected a list of tags, found string \"lab\""
+        );
+        let e = error("[request]\nrequester = \"bob\"\n");
+        assert_eq!(
+            e,
+            "request.requester: expected a table such as { name = \"alice\", groups = [\"ops\"], sudo = false }, found string \"bob\""
+        );
+        assert_eq!(
+            error("[request]\nsubject = { groups = [] }\n"),
+            "request.subject.name: missing: the user's name"
+        );
+        assert!(
+            error("[request]\nttl = 3\n")
+                .starts_with("request.ttl: unknown field; expected one of action,")
+        );
+        assert_eq!(
+            error("config = 3\n"),
+            "config: expected a table of the plugin's settings, found 3"
+        );
+        let e = parse(serde_json::json!([1]), "f".into())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "a fixture is a table (TOML) or an object (JSON)");
+    }
+
+    #[test]
+    fn both_spellings_of_one_key_are_refused() {
+        assert_eq!(
+            error("[request]\nttl-seconds = 5\nttl_seconds = 6\n"),
+            "request.ttl-seconds: given twice, as \"ttl-seconds\" and \"ttl_seconds\": keep one"
+        );
+        let e = error(
+            "[request]\ndevice = { name = \"a\" }\n[expect]\ndecision = \"deny\"\nreason-contains = \"a\"\nreason_contains = \"b\"\n",
+        );
+        assert!(e.starts_with("expect.reason-contains: given twice"), "{e}");
+    }
+
+    #[test]
+    fn file_errors_do_not_repeat_the_file_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("x.json");
+        std::fs::write(&file, "{\"request\": {\"ttl_seconds\": -1}}").unwrap();
+        let e = read(&file).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "request.ttl-seconds: expected a whole number from 0 to 4294967295, found -1"
+        );
+        std::fs::write(&file, "{").unwrap();
+        let e = read(&file).unwrap_err().to_string();
+        assert!(e.starts_with("not JSON: ") && !e.contains("x.json"), "{e}");
+    }
+
+    #[test]
+    fn check_compares_kind_reason_and_grant() {
+        let f =
+            toml_fixture("[expect]\ndecision = \"deny\"\nreason-contains = \"frozen\"\n").unwrap();
+        let e = f.expect.unwrap();
+        assert_eq!(check(&e, &Decision::Deny("sw1 is frozen".into())), None);
+        assert_eq!(
+            check(&e, &Decision::Deny("no".into())).unwrap(),
+            "expected the reason to contain \"frozen\""
+        );
+        assert_eq!(check(&e, &Decision::Abstain).unwrap(), "expected deny");
+        let f = toml_fixture("[expect]\ndecision = \"allow\"\naccess = \"read-only\"\n").unwrap();
+        let e = f.expect.unwrap();
+        assert_eq!(
+            check(&e, &Decision::Allow(Default::default())).unwrap(),
+            "expected access read-only"
+        );
+    }
 }
