@@ -150,13 +150,18 @@ fn plugin_inspect_shows_world_version_imports_exports_and_hash() {
         assert!(stdout.contains(&needle), "missing {needle:?} in\n{stdout}");
     }
 
-    // A component the gateway would refuse is still described, with the reason.
+    // A component the gateway would refuse is still described, with the reason, and the exit
+    // status says so (for scripts).
     let tmp = tempfile::tempdir().unwrap();
     let evil = tmp.path().join("evil.wasm");
     std::fs::write(&evil, hostile::evil_import("authorize")).unwrap();
     let out = sallyport(&["plugin", "inspect", evil.to_str().unwrap()]);
     let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stderr.contains(&format!("the gateway would refuse {}", evil.display())),
+        "{stderr}"
+    );
     assert!(stdout.contains("  evil:net/socket (instance)"), "{stdout}");
     assert!(
         stdout.contains("loads:     no:") && stdout.contains("evil:net/socket"),
@@ -236,21 +241,56 @@ fn plugin_test_runs_fixtures_and_fails_on_a_mismatch() {
         "{:?}",
         text(&out)
     );
+}
+
+#[test]
+fn plugin_test_fails_on_faults_whatever_the_fixture_expects() {
+    let tmp = tempfile::tempdir().unwrap();
     let trap = tmp.path().join("trap.wasm");
     std::fs::write(&trap, hostile::trap("sudo")).unwrap();
+    // The gateway's answer to a fault is a deny, but a fixture expecting a deny must not pass
+    // on a broken plugin, and one without [expect] must not go unnoticed either.
     std::fs::write(
-        auth.join("groups.toml"),
+        tmp.path().join("expects-deny.toml"),
         "[expect]\ndecision = \"deny\"\nreason-contains = \"policy plugin trap trapped\"\n",
     )
     .unwrap();
+    std::fs::write(tmp.path().join("plain.toml"), "").unwrap();
     let out = sallyport(&[
         "plugin",
         "test",
         trap.to_str().unwrap(),
-        auth.to_str().unwrap(),
+        tmp.path().to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{:?}", text(&out));
-    assert!(text(&out).0.contains("[fault: trap]"), "{:?}", text(&out));
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(
+            "FAULT (the gateway would deny) expects-deny: deny: policy plugin trap trapped"
+        ) && stdout
+            .contains("FAULT (the gateway would deny) plain: deny: policy plugin trap trapped")
+            && stdout.contains("[fault: trap]")
+            && !stdout.contains("PASS"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("2 of 2 fixtures failed"), "{stderr}");
+
+    // A component the gateway would refuse runs no fixture and exits non-zero.
+    let evil = tmp.path().join("evil.wasm");
+    std::fs::write(&evil, hostile::evil_import("sudo")).unwrap();
+    let out = sallyport(&[
+        "plugin",
+        "test",
+        evil.to_str().unwrap(),
+        tmp.path().to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stderr.contains(&format!("the gateway would refuse {}", evil.display()))
+            && stderr.contains("evil:net/socket"),
+        "{stderr}"
+    );
 }
 
 #[test]

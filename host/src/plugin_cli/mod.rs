@@ -57,7 +57,8 @@ pub enum PluginCommand {
         toolchain: Option<String>,
     },
     /// Run a component on request fixtures (JSON/TOML files or directories of them) and print
-    /// each decision; exits non-zero if a fixture's `[expect]` is not met.
+    /// each decision; exits non-zero if a fixture's `[expect]` is not met, a fixture is
+    /// malformed, a decision faults (the gateway would deny) or the component cannot load.
     Test {
         component: PathBuf,
         #[arg(required = true)]
@@ -69,7 +70,8 @@ pub enum PluginCommand {
         #[arg(long)]
         memory_mb: Option<u64>,
     },
-    /// Print a component's world, policy package version, imports, exports and SHA-256.
+    /// Print a component's world, policy package version, imports, exports and SHA-256; exits
+    /// non-zero if the gateway would refuse to load it.
     Inspect { component: PathBuf },
 }
 
@@ -183,7 +185,11 @@ fn inspect(component: PathBuf) -> anyhow::Result<()> {
     }
     match p.load_error() {
         None => println!("loads:     yes"),
-        Some(e) => println!("loads:     no: {e}"),
+        Some(e) => {
+            println!("loads:     no: {e}");
+            // Scripts (CI, a deploy step) check the exit status, not the text.
+            bail!("the gateway would refuse {}: {e}", component.display());
+        }
     }
     Ok(())
 }
@@ -206,8 +212,10 @@ fn test(
         world(&p),
         &p.hash[..16]
     );
+    // Every decision of a component that cannot load is the gateway's fault-deny: no fixture
+    // can tell anything about the policy, so there is nothing to run.
     if let Some(e) = p.load_error() {
-        println!("warning: the gateway would refuse this component: {e}");
+        bail!("the gateway would refuse {}: {e}", component.display());
     }
     let (mut failed, mut total) = (0, 0);
     for file in fixture::expand(&fixtures)? {
@@ -223,16 +231,26 @@ fn test(
         let started = std::time::Instant::now();
         let outcome = p.decide(&f.request, f.config);
         let took = started.elapsed();
-        let fault = outcome
-            .as_ref()
-            .err()
-            .map(|e| format!(" [fault: {}]", e.kind()));
-        let decision = p.as_server(outcome);
+        let decision = match outcome {
+            Ok(d) => d,
+            Err(fault) => {
+                // A fault is never the policy's answer, even where the gateway's deny happens to
+                // match an expected deny: the plugin is broken, so the fixture fails.
+                failed += 1;
+                let kind = fault.kind();
+                println!(
+                    "FAULT (the gateway would deny) {}: {} [fault: {kind}] ({} µs)",
+                    f.name,
+                    fixture::describe(&p.as_server(Err(fault))),
+                    took.as_micros()
+                );
+                continue;
+            }
+        };
         let line = format!(
-            "{}: {}{} ({} µs)",
+            "{}: {} ({} µs)",
             f.name,
             fixture::describe(&decision),
-            fault.unwrap_or_default(),
             took.as_micros()
         );
         match f.expect.as_ref().map(|e| fixture::check(e, &decision)) {
