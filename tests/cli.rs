@@ -294,7 +294,7 @@ fn plugin_test_fails_on_faults_whatever_the_fixture_expects() {
 }
 
 #[test]
-fn plugin_test_reports_bad_fixtures_one_by_one() {
+fn plugin_test_reports_bad_fixtures_one_by_one_and_checks_its_limits() {
     let wasm = repo("plugins/dist/default-sudo.wasm");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("bad");
@@ -342,6 +342,22 @@ fn plugin_test_reports_bad_fixtures_one_by_one() {
         assert!(stdout.contains(&line), "missing {line:?} in\n{stdout}");
     }
     assert!(stderr.contains("4 of 5 fixtures failed"), "{stderr}");
+
+    let good = dir.join("e-good.toml");
+    for (flag, value, ok) in [
+        ("--deadline-ms", "0", false),
+        ("--deadline-ms", "1001", false),
+        ("--deadline-ms", "1000", true),
+        ("--memory-mb", "0", false),
+        ("--memory-mb", "4097", false),
+        ("--memory-mb", "64", true),
+    ] {
+        let out = sallyport(&["plugin", "test", &wasm, good.to_str().unwrap(), flag, value]);
+        assert_eq!(out.status.success(), ok, "{flag} {value}: {:?}", text(&out));
+        if !ok {
+            assert!(text(&out).1.contains("is not in"), "{:?}", text(&out));
+        }
+    }
 }
 
 #[test]

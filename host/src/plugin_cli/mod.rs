@@ -27,6 +27,11 @@ fn parse_hook(s: &str) -> Result<Hook, String> {
     }
 }
 
+/// The per-plugin limits the gateway accepts: a zero deadline or cap could never decide, and
+/// larger ones would let one plugin hold a request (or the host's memory) hostage.
+const DEADLINE_MS: std::ops::RangeInclusive<u64> = 1..=1000;
+const MEMORY_MB: std::ops::RangeInclusive<u64> = 1..=4096;
+
 /// The `plugin` subcommands.
 #[derive(Subcommand)]
 pub enum PluginCommand {
@@ -63,11 +68,13 @@ pub enum PluginCommand {
         component: PathBuf,
         #[arg(required = true)]
         fixtures: Vec<PathBuf>,
-        /// Per-decision CPU deadline (default: the server's plugin_deadline_ms).
-        #[arg(long)]
+        /// Per-decision CPU deadline in ms, 1 to 1000 (default: the server's
+        /// plugin_deadline_ms). The gateway takes the same range.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(DEADLINE_MS))]
         deadline_ms: Option<u64>,
-        /// Per-decision memory cap (default: the server's plugin_memory_mb).
-        #[arg(long)]
+        /// Per-decision memory cap in MiB, 1 to 4096 (default: the server's plugin_memory_mb).
+        /// The gateway takes the same range.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(MEMORY_MB))]
         memory_mb: Option<u64>,
     },
     /// Print a component's world, policy package version, imports, exports and SHA-256; exits
