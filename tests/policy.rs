@@ -561,12 +561,13 @@ async fn a_decision_in_flight_finishes_on_the_version_it_started_with() {
     let c = client();
     let admin = login(&c, &gw, "admin", "admin-pw").await;
     let dir = plugins_dir(&tmp);
-    // Version one takes a while to decide (its sidecar allows it the time) and grants 300 s.
-    std::fs::write(dir.join("slow.toml"), "deadline_ms = 10000\n").unwrap();
+    // Version one takes a while to decide (about half a second of CPU here; its sidecar
+    // allows it the longest deadline there is) and grants 300 s.
+    std::fs::write(dir.join("slow.toml"), "deadline_ms = 1000\n").unwrap();
     drop_in(
         &dir,
         "slow.wasm",
-        &hostile::slow_allow_with_ttl("authorize", 300, 3_000_000_000),
+        &hostile::slow_allow_with_ttl("authorize", 300, 1_000_000_000),
     )
     .await;
     assert!(gw.log_shows("policy plugin loaded plugin=slow ", Duration::from_secs(10)));
@@ -584,7 +585,7 @@ async fn a_decision_in_flight_finishes_on_the_version_it_started_with() {
         }
     });
     // Version two, while the first decision still runs: quick, and grants 200 s.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
     drop_in(
         &dir,
         "slow.wasm",
@@ -621,4 +622,79 @@ async fn a_decision_in_flight_finishes_on_the_version_it_started_with() {
     lifetimes.sort();
     // `issue` asks for 60 s, under both grants; the in-flight request asked for an hour.
     assert_eq!(lifetimes, [60, 300], "{list}");
+}
+
+#[tokio::test]
+async fn a_new_drop_in_with_a_broken_sidecar_denies_and_a_component_serves_every_hook_it_exports() {
+    let (tmp, cfg) = setup("26290-26299");
+    let gw = Gateway::start(&cfg);
+    let c = client();
+    let admin = login(&c, &gw, "admin", "admin-pw").await;
+    let dir = plugins_dir(&tmp);
+
+    // An abstaining plugin would change nothing; with a sidecar that cannot be used, the
+    // plugin cannot run as its admin meant, so its hook denies (it used to fail open).
+    let secret = "sidecar-secret-4711";
+    std::fs::write(
+        dir.join("nb.toml"),
+        format!("deadline_ms = 50\n[config]\ntoken = \"{secret}\nbogus\n"),
+    )
+    .unwrap();
+    drop_in(&dir, "nb.wasm", &hostile::abstain("authorize")).await;
+    let got = wait_for(&c, &gw, &admin, |g| g.0 == 403).await;
+    let msg = got.1["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("nb"), "{msg}");
+    // Limits out of range are a broken sidecar too (a deadline of 2^64 ms held a thread).
+    drop_in(&dir, "nb.toml", b"deadline_ms = 18446744073709551615\n").await;
+    assert!(
+        gw.log_shows(
+            "deadline_ms = 18446744073709551615: must be 1..=1000",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(issue(&c, &gw, &admin).await.0, 403);
+    // Fixed: the plugin loads and abstains, so the built-in allow stands.
+    drop_in(&dir, "nb.toml", b"deadline_ms = 50\n").await;
+    wait_for(&c, &gw, &admin, |g| g.0 == 200).await;
+    // A broken sidecar beside a loaded plugin keeps the loaded version.
+    drop_in(&dir, "nb.toml", b"memory_mb = 0\n").await;
+    assert!(
+        gw.log_shows("keeping the previous version", Duration::from_secs(10)),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(issue(&c, &gw, &admin).await.0, 200);
+    // Removing it is logged.
+    std::fs::remove_file(dir.join("nb.wasm")).unwrap();
+    assert!(
+        gw.log_shows("policy plugin unloaded", Duration::from_secs(10)),
+        "{}",
+        gw.log()
+    );
+
+    // A component exporting all three hooks (the built-in policy, copied in) serves each.
+    let builtin = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../plugins/dist/default-policy.wasm"),
+    )
+    .unwrap();
+    drop_in(&dir, "site.wasm", &builtin).await;
+    for hook in ["Authorize", "Sudo", "Source"] {
+        let needle = format!("hook={hook}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !gw.plain_log().lines().any(|l| {
+            l.contains("policy plugin loaded") && l.contains("plugin=site") && l.contains(&needle)
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "site not loaded for {hook}:\n{}",
+                gw.plain_log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // The sidecar's text never reaches the log.
+    assert!(!gw.log().contains(secret), "{}", gw.log());
 }

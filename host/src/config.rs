@@ -166,6 +166,55 @@ impl ServerConfig {
     }
 }
 
+/// Largest per-call CPU deadline of a plugin. A decision runs on the thread serving its
+/// request, so a plugin that loops until its deadline holds that thread for this long (and a
+/// wall-clock ceiling of 20 times it): a second is already far more than any policy needs.
+pub const MAX_PLUGIN_DEADLINE_MS: u64 = 1000;
+/// Largest per-plugin memory cap.
+pub const MAX_PLUGIN_MEMORY_MB: u64 = 4096;
+
+/// Checks a plugin's `deadline_ms` and `memory_mb` (wherever they are set: `[server]`
+/// defaults, `[[plugins]]`, a drop-in's sidecar); the error names the key.
+pub fn check_plugin_limits(deadline_ms: Option<u64>, memory_mb: Option<u64>) -> Result<(), String> {
+    if let Some(d) = deadline_ms.filter(|d| !(1..=MAX_PLUGIN_DEADLINE_MS).contains(d)) {
+        return Err(format!(
+            "deadline_ms = {d}: must be 1..={MAX_PLUGIN_DEADLINE_MS}"
+        ));
+    }
+    if let Some(m) = memory_mb.filter(|m| !(1..=MAX_PLUGIN_MEMORY_MB).contains(m)) {
+        return Err(format!(
+            "memory_mb = {m}: must be 1..={MAX_PLUGIN_MEMORY_MB}"
+        ));
+    }
+    Ok(())
+}
+
+/// A TOML error as "line L, column C: message", without the excerpt of the file that the
+/// error's own `Display` shows: configuration files hold passwords and keys, and an excerpt
+/// of a broken line would copy them into a log.
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            // The key of that line (never its value) says which setting is meant.
+            let key = text
+                .lines()
+                .nth(line - 1)
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim())
+                .filter(|k| !k.is_empty() && k.len() <= 64)
+                .map_or(String::new(), |k| format!(" ({k})"));
+            format!(
+                "line {line}, column {column}{key}: {}",
+                e.message().trim_end()
+            )
+        }
+        None => e.message().trim_end().to_string(),
+    }
+}
+
 /// Access level a group grants on its devices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -298,7 +347,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string(),
+            message: toml_error(text, &e),
         })?;
         config.validate()?;
         Ok(config)
@@ -323,20 +372,15 @@ impl Config {
                 "server.ticket_ttl_secs and server.max_otk_duration_secs must be > 0".into(),
             );
         }
-        if self.server.plugin_deadline_ms == 0 || self.server.plugin_memory_mb == 0 {
-            return invalid(
-                "server.plugin_deadline_ms and server.plugin_memory_mb must be > 0".into(),
-            );
+        if let Err(e) = check_plugin_limits(
+            Some(self.server.plugin_deadline_ms),
+            Some(self.server.plugin_memory_mb),
+        ) {
+            return invalid(format!("server.plugin_{e}"));
         }
         for p in &self.plugins {
-            if p.deadline_ms == Some(0)
-                || p.memory_mb == Some(0)
-                || p.memory_mb.is_some_and(|m| m > 4096)
-            {
-                return invalid(format!(
-                    "plugin {}: deadline_ms must be > 0 and memory_mb 1..=4096",
-                    p.path.display()
-                ));
+            if let Err(e) = check_plugin_limits(p.deadline_ms, p.memory_mb) {
+                return invalid(format!("[[plugins]] {}: {e}", p.path.display()));
             }
         }
         if self.server.sweep_interval_ms == 0 {
@@ -475,6 +519,34 @@ credentials.read_only = { user = "viewer", key_file = "keys/viewer" }
         assert_eq!(c.server.port_range(), 24800..=24800);
         let c = parse("[server]\ntransient_ports = \" 100 - 200 \"\n").unwrap();
         assert_eq!(c.server.port_range(), 100..=200);
+    }
+
+    #[test]
+    fn parse_errors_name_the_line_and_never_quote_the_file() {
+        let text = "[[users]]\nname = \"a\"\npassword = \"hunter2-secret\nx = 1\n";
+        let msg = parse(text).unwrap_err().to_string();
+        assert!(msg.contains("line 3"), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+
+    #[test]
+    fn plugin_limits_are_bounded() {
+        for (text, needle) in [
+            (
+                "[server]\nplugin_deadline_ms = 0",
+                "server.plugin_deadline_ms = 0",
+            ),
+            ("[server]\nplugin_deadline_ms = 1001", "deadline_ms = 1001"),
+            ("[server]\nplugin_memory_mb = 5000", "memory_mb = 5000"),
+            (
+                "[[plugins]]\nhook = \"authorize\"\npath = \"x.wasm\"\ndeadline_ms = 18446744073709551615",
+                "deadline_ms = 18446744073709551615: must be 1..=1000",
+            ),
+        ] {
+            let msg = parse(text).unwrap_err().to_string();
+            assert!(msg.contains(needle), "{text}: {msg}");
+        }
+        assert!(parse("[server]\nplugin_deadline_ms = 1000").is_ok());
     }
 
     #[test]

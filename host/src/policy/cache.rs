@@ -65,9 +65,18 @@ impl ComponentCache {
                 "ignoring unreadable compiled-plugin cache entry"
             );
         }
+        // Large components (a componentize-py one is ~18 MB) take seconds to compile, during
+        // which the plugin does not decide yet: say so, and how long it took.
+        tracing::info!(plugin = name, hash = %hash, bytes = bytes.len(), "compiling policy plugin (not in the cache yet)");
+        let started = std::time::Instant::now();
         let compiled = engine
             .precompile_component(bytes)
             .map_err(|e| LoadError::Compile(name.into(), format!("{e:#}")))?;
+        tracing::info!(
+            plugin = name,
+            ms = started.elapsed().as_millis() as u64,
+            "policy plugin compiled"
+        );
         if let Some(dir) = &self.dir {
             // Write then rename, so a crash never leaves a torn entry under the final name.
             let tmp = format!("{file}.tmp");

@@ -277,6 +277,15 @@ struct PreparedInner {
 }
 
 impl Prepared {
+    /// Whether this component exports `hook` with the right types.
+    pub fn serves(&self, hook: Hook) -> bool {
+        match hook {
+            Hook::Authorize => self.0.authorize.is_some(),
+            Hook::Sudo => self.0.sudo.is_some(),
+            Hook::Source => self.0.source.is_some(),
+        }
+    }
+
     /// Identity of the compiled component behind this plugin version.
     pub(super) fn id(&self) -> usize {
         Arc::as_ptr(&self.0) as usize

@@ -4,14 +4,19 @@
 //! from `plugins/dist/default-policy.wasm`, serving all three hooks, unless
 //! `builtin_policies = false`), the `[[plugins]]` entries (paths
 //! relative to the configuration file), and the drop-in directory (`plugins_dir`: every
-//! `NAME.wasm`, with an optional `NAME.toml` beside it; its hook is the world it exports).
+//! `NAME.wasm`, with an optional `NAME.toml` beside it; its hook is the world it exports, and
+//! a component exporting several hooks, like the built-in one, serves each of them).
 //! Each configured file is read through a `cap-std` handle on its directory, and the drop-in
 //! directory through one handle, all opened at start.
 //!
 //! A watcher polls every 20 ms (a few `stat`s and one directory read; with compilation, the poll
 //! is most of the reload latency, which issue 4 bounds at 100 ms). A changed file is recompiled
 //! and swapped in for new decisions (decisions in flight finish on the version they started
-//! with); a broken new version keeps the old one and logs why; a removed drop-in is unloaded.
+//! with); a broken new version keeps the old one and logs why; a removed drop-in is unloaded
+//! (and logged). A drop-in's sidecar is part of its version: a new drop-in whose sidecar is
+//! broken (bad TOML, unknown key, limits out of range, over [`MAX_SIDECAR`]) cannot run, so
+//! its hooks deny, as for a broken component; a broken sidecar beside a loaded drop-in keeps
+//! the loaded version.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -37,6 +42,8 @@ const BUILTIN_HOOKS: [(&str, Hook); 3] = [
 ];
 
 const POLL: Duration = Duration::from_millis(20);
+/// Largest sidecar read: a plugin's settings are a few lines.
+const MAX_SIDECAR: u64 = 64 << 10;
 /// A new drop-in that fails to load is given this long after its last change before its
 /// hooks deny: until then it is taken for a copy in progress.
 const SETTLE: Duration = Duration::from_millis(500);
@@ -93,6 +100,8 @@ struct Spec {
     origin: Origin,
     config: Arc<HashMap<String, String>>,
     limits: Limits,
+    /// Why this plugin cannot run whatever its component holds (a broken sidecar).
+    fault: Option<String>,
 }
 
 /// `NAME.toml` beside a drop-in component.
@@ -185,6 +194,7 @@ impl Loader {
                     origin: Origin::Builtin(BUILTIN),
                     config: cfg.clone(),
                     limits: defaults,
+                    fault: None,
                 });
             }
         }
@@ -226,6 +236,7 @@ impl Loader {
                         .map_or(defaults.deadline, Duration::from_millis),
                     memory_bytes: p.memory_mb.map_or(defaults.memory_bytes, mb),
                 },
+                fault: None,
             });
         }
         // Names key the reload bookkeeping, the metrics and the audit rows: two plugins with
@@ -261,16 +272,14 @@ impl Loader {
         })
     }
 
-    fn drop_in_spec(&self, file: &str) -> Result<Spec, String> {
-        let dir = self.drop_in.as_ref().ok_or("no drop-in directory")?;
+    /// The spec of `plugins_dir/file`; a sidecar that cannot be used is kept as its fault.
+    fn drop_in_spec(&self, file: &str) -> Spec {
         let stem = file.trim_end_matches(".wasm");
-        let sidecar: Sidecar = match read(dir, &format!("{stem}.toml")) {
-            Ok(bytes) => toml::from_str(&String::from_utf8_lossy(&bytes))
-                .map_err(|e| format!("{stem}.toml: {e}"))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Sidecar::default(),
-            Err(e) => return Err(format!("{stem}.toml: {e}")),
+        let (sidecar, fault) = match self.sidecar(stem) {
+            Ok(s) => (s, None),
+            Err(e) => (Sidecar::default(), Some(e)),
         };
-        Ok(Spec {
+        Spec {
             name: stem.to_string(),
             hook: None,
             origin: Origin::DropIn(file.to_string()),
@@ -281,7 +290,36 @@ impl Loader {
                     .map_or(self.defaults.deadline, Duration::from_millis),
                 memory_bytes: sidecar.memory_mb.map_or(self.defaults.memory_bytes, mb),
             },
-        })
+            fault,
+        }
+    }
+
+    /// `plugins_dir/STEM.toml`, if there is one. Errors never quote the file: a sidecar may
+    /// hold secrets for its plugin.
+    fn sidecar(&self, stem: &str) -> Result<Sidecar, String> {
+        let dir = self.drop_in.as_ref().ok_or("no drop-in directory")?;
+        let name = format!("{stem}.toml");
+        let file = match dir.open(&name) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Sidecar::default()),
+            Err(e) => return Err(format!("{name}: {e}")),
+        };
+        let mut bytes = Vec::new();
+        file.take(MAX_SIDECAR + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("{name}: {e}"))?;
+        if bytes.len() as u64 > MAX_SIDECAR {
+            return Err(format!(
+                "{name}: larger than {} KiB; a sidecar holds a plugin's settings",
+                MAX_SIDECAR >> 10
+            ));
+        }
+        let text = String::from_utf8(bytes).map_err(|_| format!("{name}: not UTF-8 text"))?;
+        let sidecar: Sidecar = toml::from_str(&text)
+            .map_err(|e| format!("{name}: {}", crate::config::toml_error(&text, &e)))?;
+        crate::config::check_plugin_limits(sidecar.deadline_ms, sidecar.memory_mb)
+            .map_err(|e| format!("{name}: {e}"))?;
+        Ok(sidecar)
     }
 
     /// A plugin that cannot run, standing on `hook` so that hook fails closed.
@@ -300,25 +338,34 @@ impl Loader {
         }
     }
 
-    /// Loads a spec; on failure also says which hook it was meant for, if that is known.
-    fn load_or_hook(&self, spec: &Spec) -> Result<Plugin, (Option<Hook>, String)> {
+    /// Loads a spec; on failure also says which hooks it was meant for (empty if unknown).
+    fn load_or_hooks(&self, spec: &Spec) -> Result<Vec<Plugin>, (Vec<Hook>, String)> {
         self.load(spec).map_err(|e| {
-            let hook = spec.hook.or_else(|| {
-                let Origin::DropIn(f) = &spec.origin else {
-                    return None;
-                };
-                let bytes = read(self.drop_in.as_ref()?, f).ok()?;
-                let (c, _) = self
-                    .cache
-                    .load(self.engine.engine(), &spec.name, &bytes)
-                    .ok()?;
-                self.engine.world_of(&spec.name, &c).ok()
-            });
-            (hook, e)
+            let hooks = match spec.hook {
+                Some(h) => vec![h],
+                None => (|| {
+                    let Origin::DropIn(f) = &spec.origin else {
+                        return None;
+                    };
+                    let bytes = read(self.drop_in.as_ref()?, f).ok()?;
+                    let (c, _) = self
+                        .cache
+                        .load(self.engine.engine(), &spec.name, &bytes)
+                        .ok()?;
+                    Some(self.engine.hooks_of(&c))
+                })()
+                .unwrap_or_default(),
+            };
+            (hooks, e)
         })
     }
 
-    fn load(&self, spec: &Spec) -> Result<Plugin, String> {
+    /// Loads a spec: one plugin per hook it serves (a drop-in exporting several hooks serves
+    /// each of them from one instance per request, as the built-in component does).
+    fn load(&self, spec: &Spec) -> Result<Vec<Plugin>, String> {
+        if let Some(fault) = &spec.fault {
+            return Err(fault.clone());
+        }
         let bytes = match &spec.origin {
             Origin::Builtin(b) => b.to_vec(),
             Origin::Configured(dir, file, _) => {
@@ -338,21 +385,24 @@ impl Loader {
             ));
         }
         let engine = &self.engine;
+        let plugin = |hook: Hook, hash: &str, meta: &Arc<PluginMeta>, prepared: &Prepared| Plugin {
+            name: spec.name.clone(),
+            hook,
+            hash: hash.to_string(),
+            meta: meta.clone(),
+            limits: spec.limits,
+            prepared: Ok(prepared.clone()),
+            metrics: Default::default(),
+        };
+        // One meta (the config's identity) for every hook, so a request shares one instance.
+        let meta = Arc::new(PluginMeta {
+            name: spec.name.clone(),
+            config: spec.config.clone(),
+        });
         if let (Origin::Builtin(_), Some(hook), Some((hash, prepared))) =
             (&spec.origin, spec.hook, self.builtin.get())
         {
-            return Ok(Plugin {
-                name: spec.name.clone(),
-                hook,
-                hash: hash.clone(),
-                meta: Arc::new(PluginMeta {
-                    name: spec.name.clone(),
-                    config: spec.config.clone(),
-                }),
-                limits: spec.limits,
-                prepared: Ok(prepared.clone()),
-                metrics: Default::default(),
-            });
+            return Ok(vec![plugin(hook, hash, &meta, prepared)]);
         }
         let (component, hash) = self
             .cache
@@ -370,18 +420,18 @@ impl Loader {
         if let Origin::Builtin(_) = spec.origin {
             let _ = self.builtin.set((hash.clone(), prepared.clone()));
         }
-        Ok(Plugin {
-            name: spec.name.clone(),
-            hook,
-            hash,
-            meta: Arc::new(PluginMeta {
-                name: spec.name.clone(),
-                config: spec.config.clone(),
-            }),
-            limits: spec.limits,
-            prepared: Ok(prepared),
-            metrics: Default::default(),
-        })
+        let hooks: Vec<Hook> = match spec.hook {
+            Some(h) => vec![h],
+            None => engine
+                .hooks_of(&component)
+                .into_iter()
+                .filter(|h| prepared.serves(*h))
+                .collect(),
+        };
+        Ok(hooks
+            .into_iter()
+            .map(|h| plugin(h, &hash, &meta, &prepared))
+            .collect())
     }
 
     fn key(spec: &Spec) -> String {
@@ -416,10 +466,11 @@ impl Loader {
         let Origin::DropIn(_) = spec.origin else {
             return false;
         };
-        fp.first()
-            .and_then(|(_, modified)| *modified)
-            .and_then(|m| m.elapsed().ok())
-            .is_some_and(|age| age < SETTLE)
+        // The component or its sidecar: either may be the file still being copied.
+        fp.iter()
+            .filter_map(|(_, modified)| *modified)
+            .filter_map(|m| m.elapsed().ok())
+            .any(|age| age < SETTLE)
     }
 
     fn drop_in_files(&self) -> Vec<String> {
@@ -449,7 +500,7 @@ impl Loader {
                     other.origin.describe()
                 )));
             }
-            specs.push(self.drop_in_spec(&f).map_err(PolicyError::Plugin)?);
+            specs.push(self.drop_in_spec(&f));
         }
         let mut out = Vec::new();
         for spec in specs {
@@ -458,7 +509,7 @@ impl Loader {
             let loaded = self
                 .load(&spec)
                 .map_err(|e| PolicyError::Plugin(format!("{}: {e}", spec.origin.describe())))?;
-            out.push(Arc::new(loaded));
+            out.extend(loaded.into_iter().map(Arc::new));
         }
         Ok(out)
     }
@@ -479,34 +530,7 @@ impl Loader {
                 });
                 continue;
             }
-            match self.drop_in_spec(f) {
-                Ok(s) => specs.push(s),
-                Err(e) => {
-                    // A bad sidecar: keep whatever version of the plugin is loaded.
-                    if let Some(p) = current
-                        .iter()
-                        .find(|p| p.name == f.trim_end_matches(".wasm"))
-                    {
-                        specs.push(Spec {
-                            name: p.name.clone(),
-                            hook: Some(p.hook),
-                            origin: Origin::DropIn(f.clone()),
-                            config: p.meta.config.clone(),
-                            limits: p.limits,
-                        });
-                    }
-                    let key = format!("drop-in:{f}");
-                    let fp = self.drop_in.as_ref().map(|d| {
-                        fingerprint(d, &[&format!("{}.toml", f.trim_end_matches(".wasm"))])
-                    });
-                    if self.seen.get(&format!("{key}:sidecar")) != fp.as_ref() {
-                        tracing::error!(plugin = %f, error = %e, "cannot read plugin sidecar; keeping the loaded version");
-                        if let Some(fp) = fp {
-                            self.seen.insert(format!("{key}:sidecar"), fp);
-                        }
-                    }
-                }
-            }
+            specs.push(self.drop_in_spec(f));
         }
         let mut next = Vec::new();
         for spec in &specs {
@@ -527,10 +551,12 @@ impl Loader {
                 .copied()
                 .filter(|p| p.prepared.is_ok())
                 .collect();
-            match self.load_or_hook(spec) {
-                Ok(p) => {
-                    tracing::info!(plugin = %p.name, hash = %p.hash, hook = ?p.hook, "policy plugin loaded");
-                    next.push(Arc::new(p));
+            match self.load_or_hooks(spec) {
+                Ok(loaded) => {
+                    for p in loaded {
+                        tracing::info!(plugin = %p.name, hash = %p.hash, hook = ?p.hook, "policy plugin loaded");
+                        next.push(Arc::new(p));
+                    }
                     changed = true;
                 }
                 Err((_, e)) if !runnable_old.is_empty() => {
@@ -545,14 +571,15 @@ impl Loader {
                     tracing::debug!(plugin = %spec.name, "new drop-in does not load yet; waiting for it to settle");
                     self.seen.remove(&key_of_spec);
                 }
-                Err((hook, e)) => {
-                    // A new plugin that cannot run: its hook (every hook, if its world is
-                    // unknown) denies until it is fixed or removed. Failing open is not an option.
+                Err((hooks, e)) => {
+                    // A new plugin that cannot run: its hooks (every hook, if its world is
+                    // unknown) deny until it is fixed or removed. Failing open is not an option.
                     tracing::error!(plugin = %spec.name, error = %e, "policy plugin cannot run; its hook denies until it is fixed or removed");
-                    let hooks = hook.map_or_else(
-                        || vec![Hook::Authorize, Hook::Sudo, Hook::Source],
-                        |h| vec![h],
-                    );
+                    let hooks = if hooks.is_empty() {
+                        vec![Hook::Authorize, Hook::Sudo, Hook::Source]
+                    } else {
+                        hooks
+                    };
                     next.extend(
                         hooks
                             .into_iter()
@@ -563,6 +590,12 @@ impl Loader {
             }
         }
         // Removed drop-ins disappear from `specs`, so they are simply not carried over.
+        for gone in current
+            .iter()
+            .filter(|p| !specs.iter().any(|s| s.name == p.name))
+        {
+            tracing::info!(plugin = %gone.name, hook = ?gone.hook, "policy plugin unloaded: its file was removed");
+        }
         if next.len() != current.len() {
             changed = true;
             let live: Vec<String> = specs.iter().map(Self::key).collect();
