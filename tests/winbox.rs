@@ -287,18 +287,47 @@ async fn live_accesses_are_restored_after_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_port_held_by_another_socket_is_bound_once_it_is_free() {
+async fn a_port_held_by_another_socket_is_never_given_out_and_a_restored_one_waits_for_it() {
     let echo = echo_server().await;
     let blocker = std::net::TcpListener::bind("127.0.0.1:28100").unwrap();
     let f = Fixture::start("28100-28100", echo.addr, None).await;
+    // Another program's port is not handed out: the access's connections would reach it.
+    let (status, body) = f
+        .create(
+            EDGE_ID,
+            json!({"expire_after_minutes": 15, "type": "winbox", "allow_only_cidr": "127.0.0.1/32"}),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("no free port"),
+        "{body}"
+    );
+    drop(blocker);
     let a = f.winbox("127.0.0.1/32").await;
     assert_eq!(port_of(&a), 28100);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(f.gw.log_shows("event=transient.listen_failed", Duration::from_secs(5)));
+    wait_listening(28100).await;
+
+    // Taken while the gateway is down: the restored access retries until the port is free.
+    let Fixture { tmp, gw, http, .. } = f;
+    let path = gw.config_path.clone();
+    gw.stop();
+    let blocker = std::net::TcpListener::bind("127.0.0.1:28100").unwrap();
+    let gw = Gateway::start(&path);
+    assert!(gw.log_shows("event=transient.listen_failed", Duration::from_secs(5)));
+    // Retried every second, but said once.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        gw.plain_log().matches("retrying every second").count(),
+        1,
+        "{}",
+        gw.plain_log()
+    );
     drop(blocker);
     wait_listening(28100).await;
     let mut s = connect_from("127.0.0.1", 28100).await.unwrap();
     assert!(roundtrip(&mut s, b"late but there").await);
+    drop((tmp, http));
 }
 
 /// The private-range rule, decided by the policy with the peer address given at the issuer's

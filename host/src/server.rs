@@ -127,7 +127,10 @@ impl Gateway {
                 sealer,
                 metrics.clone(),
                 IssuerConfig {
-                    ports,
+                    ports: crate::store::PortPool::listening_on(
+                        ports,
+                        config.server.transient_listen_ip,
+                    ),
                     public_host: config.server.public_host.clone(),
                     max_otk_duration_secs: config.server.max_otk_duration_secs,
                     ticket_ttl_secs: config.server.ticket_ttl_secs,

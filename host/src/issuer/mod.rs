@@ -17,7 +17,6 @@ mod tickets;
 pub mod token;
 mod transient;
 
-use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,7 +89,7 @@ pub enum Lifecycle {
 /// Issuer settings taken from `[server]`.
 #[derive(Debug, Clone)]
 pub struct IssuerConfig {
-    pub ports: RangeInclusive<u16>,
+    pub ports: crate::store::PortPool,
     pub public_host: String,
     pub max_otk_duration_secs: u64,
     pub ticket_ttl_secs: u64,

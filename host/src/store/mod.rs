@@ -14,6 +14,7 @@ pub mod sqlite;
 
 use std::borrow::Cow;
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -25,6 +26,58 @@ pub type UnixMs = i64;
 
 /// SHA-256 of a secret token; the store never sees the token itself.
 pub type TokenHash = [u8; 32];
+
+/// The ports transient accesses are given from, and which of them can be listened on now.
+#[derive(Clone)]
+pub struct PortPool {
+    pub range: RangeInclusive<u16>,
+    /// Whether a port can be bound now; `None` takes every port the store has not given out
+    /// as usable.
+    usable: Option<Arc<dyn Fn(u16) -> bool + Send + Sync>>,
+}
+
+impl PortPool {
+    /// Ports of `range` on `ip`: a port some other socket holds (another program's listener,
+    /// or an outgoing connection given it as its ephemeral port) is passed over, so an access
+    /// is never handed a port whose connections would reach someone else.
+    pub fn listening_on(range: RangeInclusive<u16>, ip: std::net::IpAddr) -> Self {
+        Self::checked(range, move |port| {
+            std::net::TcpListener::bind((ip, port)).is_ok()
+        })
+    }
+
+    /// Ports of `range` for which `usable` holds when they are given out.
+    pub fn checked(
+        range: RangeInclusive<u16>,
+        usable: impl Fn(u16) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            range,
+            usable: Some(Arc::new(usable)),
+        }
+    }
+
+    pub fn usable(&self, port: u16) -> bool {
+        self.usable.as_ref().is_none_or(|f| f(port))
+    }
+}
+
+impl From<RangeInclusive<u16>> for PortPool {
+    fn from(range: RangeInclusive<u16>) -> Self {
+        Self {
+            range,
+            usable: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for PortPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PortPool")
+            .field("range", &self.range)
+            .finish_non_exhaustive()
+    }
+}
 
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -275,7 +328,7 @@ pub trait Store: Send + Sync + 'static {
     async fn create_transient(
         &self,
         access: TransientAccess,
-        ports: RangeInclusive<u16>,
+        ports: PortPool,
         audit: AuditEvent,
     ) -> Result<TransientAccess, StoreError>;
     async fn transient(

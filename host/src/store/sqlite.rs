@@ -10,7 +10,6 @@
 //! The database file is opened through the data directory's `cap-std` handle
 //! (`/proc/self/fd/<dirfd>/sallyport.db`), so its location derives only from that handle.
 
-use std::ops::RangeInclusive;
 use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 
@@ -21,7 +20,7 @@ use tokio::sync::oneshot;
 
 use super::schema;
 use super::{
-    AuditEvent, Expired, OpenSession, SessionState, Store, StoreError, Ticket, TokenHash,
+    AuditEvent, Expired, OpenSession, PortPool, SessionState, Store, StoreError, Ticket, TokenHash,
     TransientAccess, UnixMs,
 };
 
@@ -416,7 +415,7 @@ impl Store for SqliteStore {
     async fn create_transient(
         &self,
         mut a: TransientAccess,
-        ports: RangeInclusive<u16>,
+        ports: PortPool,
         audit: AuditEvent,
     ) -> Result<TransientAccess, StoreError> {
         self.write(move |c| {
@@ -424,12 +423,18 @@ impl Store for SqliteStore {
                 .prepare_cached("SELECT port FROM transient_accesses WHERE expired = 0")?
                 .query_map([], |r| r.get::<_, u16>(0))?
                 .collect::<Result<_, _>>()?;
-            let free: Vec<u16> = ports.filter(|p| !used.contains(p)).collect();
-            if free.is_empty() {
-                return Err(StoreError::NoFreePort);
-            }
+            let mut free: Vec<u16> = ports.range.clone().filter(|p| !used.contains(p)).collect();
             // Spread allocations over the range so a just-freed port is not reused at once.
-            a.port = free[crate::issuer::token::random_index(free.len())];
+            a.port = loop {
+                if free.is_empty() {
+                    return Err(StoreError::NoFreePort);
+                }
+                let port = free.swap_remove(crate::issuer::token::random_index(free.len()));
+                if ports.usable(port) {
+                    break port;
+                }
+                tracing::warn!(port, "a transient port is held by another socket; choosing another");
+            };
             c.prepare_cached(&format!(
                 "INSERT INTO transient_accesses ({TRANSIENT_COLS})
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"

@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::config::AccessLevel;
-use crate::store::Store;
 use crate::store::TransientKind;
+use crate::store::{PortPool, Store};
 
 fn open() -> (tempfile::TempDir, cap_std::fs::Dir, SqliteStore) {
     let tmp = tempfile::tempdir().unwrap();
@@ -69,20 +69,42 @@ async fn a_failing_write_does_not_undo_its_group() {
 }
 
 #[tokio::test]
+async fn a_port_that_cannot_be_listened_on_is_never_given_out() {
+    let (_t, _d, store) = open();
+    let pool = PortPool::checked(7000..=7002, |p| p != 7001);
+    let mut given = Vec::new();
+    for _ in 0..2 {
+        let a = store
+            .create_transient(access(5_000), pool.clone(), AuditEvent::default())
+            .await
+            .unwrap();
+        given.push(a.port);
+    }
+    given.sort();
+    assert_eq!(given, [7000, 7002]);
+    assert!(matches!(
+        store
+            .create_transient(access(5_000), pool, AuditEvent::default())
+            .await,
+        Err(StoreError::NoFreePort)
+    ));
+}
+
+#[tokio::test]
 async fn live_accesses_never_share_a_port_and_expiry_frees_it() {
     let (_t, _d, store) = open();
     let a = store
-        .create_transient(access(1_000), 7000..=7001, AuditEvent::default())
+        .create_transient(access(1_000), (7000..=7001).into(), AuditEvent::default())
         .await
         .unwrap();
     let b = store
-        .create_transient(access(5_000), 7000..=7001, AuditEvent::default())
+        .create_transient(access(5_000), (7000..=7001).into(), AuditEvent::default())
         .await
         .unwrap();
     assert_ne!(a.port, b.port);
     assert!(matches!(
         store
-            .create_transient(access(5_000), 7000..=7001, AuditEvent::default())
+            .create_transient(access(5_000), (7000..=7001).into(), AuditEvent::default())
             .await,
         Err(StoreError::NoFreePort)
     ));
@@ -90,7 +112,7 @@ async fn live_accesses_never_share_a_port_and_expiry_frees_it() {
     assert_eq!(expired.transients.len(), 1);
     assert_eq!(expired.transients[0].id, a.id);
     let c = store
-        .create_transient(access(5_000), 7000..=7001, AuditEvent::default())
+        .create_transient(access(5_000), (7000..=7001).into(), AuditEvent::default())
         .await
         .unwrap();
     assert_eq!(c.port, a.port);

@@ -161,11 +161,12 @@ impl<H: AccessHandler> Listeners<H> {
             Err(e) => {
                 // The answer creating the access need not wait for the retries.
                 self.issuer.listening().opened(access.id);
-                tracing::warn!(access = %access.id, %addr, error = %e, "cannot listen; retrying every second");
-                // Audited once per access, not once per retry.
+                // Logged and audited once per access, not once per retry.
                 if !self.failed.lock().insert(access.id) {
+                    tracing::debug!(access = %access.id, %addr, error = %e, "still cannot listen");
                     return;
                 }
+                tracing::warn!(access = %access.id, %addr, error = %e, "cannot listen; retrying every second until it can or the access ends");
                 let event = AuditEvent {
                     subject: Some(access.username.clone()),
                     device: Some(access.device.clone()),
