@@ -223,6 +223,17 @@ pub enum AccessLevel {
     Full,
 }
 
+impl AccessLevel {
+    /// The name of the device credential for this level (`credentials.full`,
+    /// `credentials.read_only`).
+    pub fn credential_name(self) -> &'static str {
+        match self {
+            AccessLevel::Full => "full",
+            AccessLevel::ReadOnly => "read_only",
+        }
+    }
+}
+
 /// `[[groups]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

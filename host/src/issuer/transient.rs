@@ -59,15 +59,11 @@ impl Issuer {
                         .into(),
                 ));
             }
-            Some(c) => Some(
-                c.parse::<IpNet>()
-                    .map_err(|_| {
-                        IssuerError::Invalid(format!(
-                            "allow_only_cidr {c:?} is not a CIDR such as 203.0.113.42/32"
-                        ))
-                    })?
-                    .to_string(),
-            ),
+            Some(c) => Some(source_cidr(c).ok_or_else(|| {
+                IssuerError::Invalid(format!(
+                    "allow_only_cidr {c:?} is not an address or a CIDR such as 203.0.113.42/32"
+                ))
+            })?),
         };
         let device = self.site(site)?;
         let (address, protocol) = match new.kind {
@@ -111,6 +107,26 @@ impl Issuer {
                 return Err(self.denied("transient", "authorize", e, Vec::new()).await);
             }
         };
+        let full_access = new.full_access && grant.access != Some(AccessLevel::ReadOnly);
+        // An SSH access logs in to the device with the gateway's stored credential of its
+        // level: without one, every login would fail, so the access is not made at all.
+        let level = if full_access {
+            AccessLevel::Full
+        } else {
+            AccessLevel::ReadOnly
+        };
+        if new.kind == TransientKind::Ssh && device.credential(level).is_none() {
+            return Err(IssuerError::Invalid(format!(
+                "device {:?} has no {} credential configured, so an SSH access at that level                  could never log in{}",
+                device.name,
+                level.credential_name(),
+                if full_access {
+                    ""
+                } else {
+                    " (ask for full_access, or configure credentials.read_only)"
+                }
+            )));
+        }
         let ttl_ms = grant
             .max_ttl_seconds
             .map_or(req.ttl_seconds, |max| req.ttl_seconds.min(max)) as i64
@@ -126,7 +142,7 @@ impl Issuer {
             password_sealed: self.sealer.seal(&password)?,
             port: 0,
             kind: new.kind,
-            full_access: new.full_access && grant.access != Some(AccessLevel::ReadOnly),
+            full_access,
             allow_rfc1918: new.allow_rfc1918,
             allow_only_cidr: cidr,
             created_at: now,
@@ -237,5 +253,47 @@ impl Issuer {
 
     pub fn public_host(&self) -> &str {
         &self.cfg.public_host
+    }
+}
+
+/// `allow_only_cidr` as stored. A single address is its own /32 (or /128): the Altostrat
+/// seed describes the field as "a single source IP address or CIDR range". An IPv4-mapped
+/// IPv6 network (`::ffff:203.0.113.0/120`) is stored as the IPv4 network it names, since
+/// IPv4 peers are seen as IPv4 addresses; kept as IPv6 it would match no peer at all.
+fn source_cidr(text: &str) -> Option<String> {
+    let net = match text.parse::<IpNet>() {
+        Ok(net) => net,
+        Err(_) => IpNet::from(text.parse::<std::net::IpAddr>().ok()?),
+    };
+    let net = match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => IpNet::V4(ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).ok()?),
+            None => net,
+        },
+        other => other,
+    };
+    Some(net.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::source_cidr;
+
+    #[test]
+    fn source_cidrs_are_stored_as_the_networks_peers_are_matched_against() {
+        for (given, stored) in [
+            ("203.0.113.42/32", Some("203.0.113.42/32")),
+            ("10.1.2.3/8", Some("10.1.2.3/8")),
+            ("203.0.113.42", Some("203.0.113.42/32")),
+            ("2001:db8::1", Some("2001:db8::1/128")),
+            ("2001:db8::/32", Some("2001:db8::/32")),
+            ("::ffff:127.0.0.2/128", Some("127.0.0.2/32")),
+            ("::ffff:192.0.2.0/120", Some("192.0.2.0/24")),
+            ("::ffff:0.0.0.0/64", Some("::ffff:0.0.0.0/64")),
+            ("nope", None),
+            ("10.0.0.0/33", None),
+        ] {
+            assert_eq!(source_cidr(given).as_deref(), stored, "{given}");
+        }
     }
 }

@@ -47,13 +47,6 @@ pub enum DeviceError {
     AuthFailed { device: String, level: &'static str },
 }
 
-fn level_name(level: AccessLevel) -> &'static str {
-    match level {
-        AccessLevel::Full => "full",
-        AccessLevel::ReadOnly => "read_only",
-    }
-}
-
 /// The russh client configuration towards devices.
 pub fn config() -> client::Config {
     client::Config {
@@ -268,7 +261,7 @@ pub async fn connect(
         .credential(level)
         .ok_or_else(|| DeviceError::NoCredential {
             device: name.clone(),
-            level: level_name(level),
+            level: level.credential_name(),
         })?;
     let key = match &credential.key_file {
         None => None,
@@ -334,7 +327,7 @@ pub async fn connect(
             (None, None) => {
                 return Err(DeviceError::NoCredential {
                     device: name.clone(),
-                    level: level_name(level),
+                    level: level.credential_name(),
                 });
             }
         };
@@ -342,7 +335,7 @@ pub async fn connect(
             Ok(r) if r.success() => Ok(handle),
             Ok(_) => Err(DeviceError::AuthFailed {
                 device: name.clone(),
-                level: level_name(level),
+                level: level.credential_name(),
             }),
             Err(e) => Err(connect_err(e.to_string())),
         }
