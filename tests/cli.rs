@@ -407,6 +407,22 @@ fn plugin_new_writes_a_crate_that_tests_natively() {
     assert!(!out.status.success() && text(&out).1.contains("is not a plugin name"));
     let out = sallyport(&["plugin", "new", "x", "--hook", "root"]);
     assert!(!out.status.success() && text(&out).1.contains("expected authorize, sudo or source"));
+    // Names cargo takes but whose crate would not build or test: a keyword (`self` also makes
+    // the type `Self`), the SDK's own name (a Cargo.lock collision), a standard crate.
+    for (name, why) in [
+        ("self", "`self` is a Rust keyword"),
+        (
+            "sallyport-plugin",
+            "it is the name of a crate every plugin uses",
+        ),
+        ("std", "it is the name of a crate every plugin uses"),
+    ] {
+        let d = tmp.path().join(name);
+        let out = sallyport(&["plugin", "new", name, "--dir", d.to_str().unwrap()]);
+        let err = text(&out).1;
+        assert!(!out.status.success() && err.contains(why), "{name}: {err}");
+        assert!(!d.exists(), "{name}: nothing is written");
+    }
 
     for (hook, export) in [
         ("sudo", "export_sudo!(MySudo)"),

@@ -59,8 +59,19 @@ impl Sdk {
     }
 }
 
+/// Names the template's `src/lib.rs` uses unqualified (its imports and the prelude's types,
+/// traits and variants): a policy type of the same name would clash with them or shadow them.
+const TAKEN_TYPE_NAMES: &str = "\
+    AccessLevel Action Authorize CheckSource Decision Device Grant Principal Request Sudo \
+    AsMut AsRef Box Clone Copy Default DoubleEndedIterator Drop Eq Err ExactSizeIterator \
+    Extend Fn FnMut FnOnce From FromIterator Into IntoIterator Iterator None Ok Option Ord \
+    PartialEq PartialOrd Result Send Sized Some String Sync ToOwned ToString TryFrom TryInto \
+    Unpin Vec";
+
+/// The policy type: the crate name in CamelCase, with `Policy` added where that would clash
+/// (`plugin new authorize` → `AuthorizePolicy`, not a second `Authorize`).
 fn type_name(crate_name: &str) -> String {
-    crate_name
+    let ty: String = crate_name
         .split(['-', '_'])
         .filter(|p| !p.is_empty())
         .map(|p| {
@@ -69,7 +80,41 @@ fn type_name(crate_name: &str) -> String {
                 .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
                 .unwrap_or_default()
         })
-        .collect()
+        .collect();
+    if TAKEN_TYPE_NAMES.split_whitespace().any(|t| t == ty) {
+        ty + "Policy"
+    } else {
+        ty
+    }
+}
+
+/// Every Rust keyword, strict or reserved, in any edition: the crate's library name
+/// (`-` → `_`) is an identifier, and `self` also makes the type `Self`.
+const KEYWORDS: &str = "\
+    abstract as async await become box break const continue crate do dyn else enum extern \
+    false final fn for gen if impl in let loop macro match mod move mut override priv pub ref \
+    return self static struct super trait true try type typeof unsafe unsized use virtual \
+    where while yield";
+
+/// Crates every plugin sees by name: a library named like one of them shadows it (doc-tests
+/// then fail with "cannot resolve a prelude import"), and one named like the SDK collides with
+/// it in Cargo.lock (both are 0.1.0).
+const CRATES: &[&str] = &[
+    "alloc",
+    "core",
+    "proc_macro",
+    "std",
+    "test",
+    "sallyport_plugin",
+];
+
+/// Device names Windows reserves: such a directory or file cannot exist there.
+fn windows_reserved(name: &str) -> bool {
+    ["con", "prn", "aux", "nul"].contains(&name)
+        || ["com", "lpt"].iter().any(|p| {
+            name.strip_prefix(p)
+                .is_some_and(|n| n.len() == 1 && n.as_bytes()[0].is_ascii_digit())
+        })
 }
 
 /// Checks a crate name: lower-case ASCII letters, digits, `-` and `_`, starting with a letter.
@@ -81,6 +126,20 @@ pub fn validate_name(name: &str) -> anyhow::Result<()> {
     if !ok {
         bail!(
             "{name:?} is not a plugin name: use lower-case letters, digits, '-' and '_', starting with a letter"
+        );
+    }
+    let lib = name.replace('-', "_");
+    if KEYWORDS.split_whitespace().any(|k| k == lib) {
+        bail!("{name:?} is not a plugin name: `{lib}` is a Rust keyword; try e.g. {name}-policy");
+    }
+    if CRATES.contains(&lib.as_str()) {
+        bail!(
+            "{name:?} is not a plugin name: it is the name of a crate every plugin uses (`{lib}`); try e.g. my-{name}"
+        );
+    }
+    if windows_reserved(&lib) {
+        bail!(
+            "{name:?} is not a plugin name: Windows reserves it for a device; try e.g. {name}-policy"
         );
     }
     Ok(())
@@ -341,3 +400,61 @@ mod tests {
     }
 }
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_make_a_broken_crate_are_refused() {
+        for name in [
+            "self",
+            "fn",
+            "async",
+            "gen",
+            "std",
+            "core",
+            "alloc",
+            "test",
+            "proc-macro",
+            "proc_macro",
+            "sallyport-plugin",
+            "sallyport_plugin",
+            "con",
+            "lpt1",
+        ] {
+            let e = validate_name(name).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("{name:?} is not a plugin name: ")),
+                "{e}"
+            );
+        }
+        assert!(
+            validate_name("self")
+                .unwrap_err()
+                .to_string()
+                .contains("Rust keyword")
+        );
+        assert!(
+            validate_name("std")
+                .unwrap_err()
+                .to_string()
+                .contains("try e.g. my-std")
+        );
+        for name in ["frozen-devices", "self-service", "std2", "union", "console"] {
+            validate_name(name).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_policy_type_never_clashes_with_what_the_template_uses() {
+        assert_eq!(type_name("frozen-devices"), "FrozenDevices");
+        assert_eq!(type_name("authorize"), "AuthorizePolicy");
+        assert_eq!(type_name("check_source"), "CheckSourcePolicy");
+        assert_eq!(type_name("option"), "OptionPolicy");
+        assert!(
+            lib_rs(Hook::Authorize, &type_name("authorize"))
+                .contains("export_authorize!(AuthorizePolicy)")
+        );
+    }
+}
