@@ -423,6 +423,8 @@ fn plugin_new_writes_a_crate_that_tests_natively() {
         assert!(!out.status.success() && err.contains(why), "{name}: {err}");
         assert!(!d.exists(), "{name}: nothing is written");
     }
+    // Request fixtures come with the crate, so the README's `plugin test … fixtures/` works.
+    assert!(dir.join("fixtures/deny-frozen-full.toml").is_file());
 
     for (hook, export) in [
         ("sudo", "export_sudo!(MySudo)"),
@@ -466,69 +468,61 @@ fn plugin_new_writes_a_crate_that_tests_natively() {
 #[test]
 fn plugin_build_makes_a_component_that_the_engine_runs() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("frozen");
-    assert!(
-        sallyport(&[
+    // The crate of every hook's template, built, passes the fixtures `plugin new` wrote beside
+    // it: the README's `plugin new` → `plugin build` → `plugin test … fixtures/` works as is.
+    for (name, hook, world, cases) in [
+        ("frozen-devices", "authorize", "authorize-policy", 3),
+        ("desk-helpers", "sudo", "sudo-policy", 3),
+        ("deny-list", "source", "source-policy", 2),
+    ] {
+        let dir = tmp.path().join(name);
+        let out = sallyport(&[
             "plugin",
             "new",
-            "frozen-devices",
+            name,
+            "--hook",
+            hook,
             "--dir",
-            dir.to_str().unwrap()
-        ])
-        .status
-        .success()
-    );
-    // A target dir that outlives the test: the first build compiles the guest std (minutes),
-    // later ones only the crate.
-    let target = repo("target/wasm-guests-cli-test");
-    let out = Command::new(env!("CARGO_BIN_EXE_sallyport"))
-        .args([
-            "plugin",
-            "build",
             dir.to_str().unwrap(),
-            "--target-dir",
-            &target,
-        ])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&out);
-    if stderr.contains("no toolchain can build wasm32 guests") {
-        let msg = "no wasm toolchain: install one with `plugins/build.sh --install`";
+        ]);
+        assert!(out.status.success(), "{:?}", text(&out));
+        // A target dir that outlives the test: the first build compiles the guest std
+        // (minutes), later ones only the crate.
+        let target = repo("target/wasm-guests-cli-test");
+        let out = Command::new(env!("CARGO_BIN_EXE_sallyport"))
+            .args([
+                "plugin",
+                "build",
+                dir.to_str().unwrap(),
+                "--target-dir",
+                &target,
+            ])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        if stderr.contains("no toolchain can build wasm32 guests") {
+            let msg = "no wasm toolchain: install one with `plugins/build.sh --install`";
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{msg} (CI is set: .ci/before-tests installs it)"
+            );
+            eprintln!("\n!!!!!!!! SKIPPED plugin build: {msg} !!!!!!!!\n");
+            return;
+        }
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        let wasm = format!("{target}/components/{name}.wasm");
         assert!(
-            std::env::var_os("CI").is_none(),
-            "{msg} (CI is set: .ci/before-tests installs it)"
+            stdout.contains(&format!("{wasm}: "))
+                && stdout.contains(&format!("world sallyport:policy/{world}")),
+            "{stdout}"
         );
-        eprintln!("\n!!!!!!!! SKIPPED plugin build: {msg} !!!!!!!!\n");
-        return;
-    }
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    let wasm = format!("{target}/components/frozen-devices.wasm");
-    assert!(
-        stdout.contains(&format!("{wasm}: "))
-            && stdout.contains("world sallyport:policy/authorize-policy"),
-        "{stdout}"
-    );
 
-    let fixtures = tmp.path().join("fixtures");
-    std::fs::create_dir_all(&fixtures).unwrap();
-    std::fs::write(
-        fixtures.join("full.toml"),
-        "[request]\ndevice = { name = \"sw1\", tags = [\"frozen\"] }\n[expect]\ndecision = \"deny\"\nreason-contains = \"sw1 is tagged frozen\"\n",
-    )
-    .unwrap();
-    std::fs::write(
-        fixtures.join("ro.toml"),
-        "[request]\naccess = \"read-only\"\ndevice = { name = \"sw1\", tags = [\"frozen\"] }\n[expect]\ndecision = \"allow\"\naccess = \"read-only\"\n",
-    )
-    .unwrap();
-    let out = sallyport(&["plugin", "test", &wasm, fixtures.to_str().unwrap()]);
-    assert!(out.status.success(), "{:?}", text(&out));
-    assert_eq!(
-        text(&out).0.matches("PASS  ").count(),
-        2,
-        "{:?}",
-        text(&out)
-    );
+        let fixtures = dir.join("fixtures");
+        let out = sallyport(&["plugin", "test", &wasm, fixtures.to_str().unwrap()]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{name}: {stdout}\n{stderr}");
+        assert_eq!(stdout.matches("PASS  ").count(), cases, "{name}: {stdout}");
+    }
 }
 
 #[test]

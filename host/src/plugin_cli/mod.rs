@@ -103,7 +103,7 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<()> {
                 ),
             }
             println!(
-                "next: cd {} && cargo test && sallyport plugin build",
+                "next: cd {} && cargo test && sallyport plugin build && sallyport plugin test target/components/{name}.wasm fixtures/",
                 dir.display()
             );
             Ok(())

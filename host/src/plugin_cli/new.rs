@@ -1,6 +1,7 @@
 //! `sallyport plugin new NAME`: writes a ready-to-build plugin crate from a template — a
 //! `Cargo.toml` depending on the SDK, `src/lib.rs` with a working policy for the chosen hook and
-//! its unit tests, a README and a `.gitignore`. The crate is its own workspace so it can live
+//! its unit tests, request fixtures for `sallyport plugin test` (`fixtures/`, matching what the
+//! template decides), a README and a `.gitignore`. The crate is its own workspace so it can live
 //! anywhere, and it tests natively with `cargo test` before any wasm toolchain is involved.
 
 use std::path::{Path, PathBuf};
@@ -162,7 +163,13 @@ pub fn create(name: &str, hook: Hook, dir: &Path, sdk: &Sdk) -> anyhow::Result<V
         ("src/lib.rs", lib_rs(hook, &ty)),
         ("README.md", readme(name, hook)),
         (".gitignore", "/target\n/Cargo.lock\n".to_string()),
-    ];
+    ]
+    .into_iter()
+    .chain(
+        fixtures(hook)
+            .iter()
+            .map(|(file, text)| (*file, (*text).to_string())),
+    );
     let mut written = Vec::new();
     for (file, text) in files {
         let path = dir.join(file);
@@ -225,6 +232,114 @@ fn lib_rs(hook: Hook, ty: &str) -> String {
     body.replace("__Policy__", ty)
 }
 
+/// The request fixtures `sallyport plugin test … fixtures/` runs: each one's `[expect]` is what
+/// the template's policy answers, so the freshly built component passes them all and a changed
+/// policy shows what it changed. The source template is a deny-list that never allows (it has
+/// no opinion on other addresses), so its second case is an abstain.
+fn fixtures(hook: Hook) -> &'static [(&'static str, &'static str)] {
+    match hook {
+        Hook::Authorize => &[
+            (
+                "fixtures/allow-untagged.toml",
+                r#"name = "an untagged device: allowed, nothing narrowed"
+[request]
+user = { name = "alice", groups = ["ops"] }
+device = { name = "sw2" }
+access = "full"
+[expect]
+decision = "allow"
+"#,
+            ),
+            (
+                "fixtures/deny-frozen-full.toml",
+                r#"name = "full access to a frozen device: denied"
+[request]
+user = { name = "alice", groups = ["ops"] }
+device = { name = "sw1", tags = ["frozen"] }
+access = "full"
+[expect]
+decision = "deny"
+reason-contains = "sw1 is tagged frozen"
+"#,
+            ),
+            (
+                "fixtures/allow-frozen-read-only.toml",
+                r#"name = "read-only access to a frozen device: allowed, read-only"
+[request]
+user = { name = "alice", groups = ["ops"] }
+device = { name = "sw1", tags = ["frozen"] }
+access = "read-only"
+[expect]
+decision = "allow"
+access = "read-only"
+"#,
+            ),
+        ],
+        Hook::Sudo => &[
+            (
+                "fixtures/allow-for-themself.toml",
+                r#"name = "carol issues for herself: allowed"
+[request]
+user = { name = "carol" }
+[expect]
+decision = "allow"
+"#,
+            ),
+            (
+                "fixtures/deny-for-another.toml",
+                r#"name = "bob without sudo issues for alice: denied"
+[request]
+requester = { name = "bob", groups = ["desk"] }
+subject = { name = "alice" }
+[expect]
+decision = "deny"
+reason-contains = "bob may not issue for alice"
+"#,
+            ),
+            (
+                "fixtures/allow-helpers.toml",
+                r#"name = "a helper issues for alice: allowed for 15 minutes"
+[config]
+helpers = "desk"
+[request]
+requester = { name = "bob", groups = ["desk"] }
+subject = { name = "alice" }
+[expect]
+decision = "allow"
+max-ttl-seconds = 900
+"#,
+            ),
+        ],
+        Hook::Source => &[
+            (
+                "fixtures/deny-listed.toml",
+                r#"name = "a connection from a listed block: refused"
+[config]
+deny-cidrs = "198.51.100.0/24, 2001:db8::/32"
+[request]
+action = "connect"
+source = "198.51.100.7"
+[expect]
+decision = "deny"
+reason-contains = "198.51.100.7 are refused"
+"#,
+            ),
+            (
+                "fixtures/abstain-unlisted.toml",
+                r#"name = "a connection from elsewhere: no opinion"
+[config]
+deny-cidrs = "198.51.100.0/24, 2001:db8::/32"
+[request]
+action = "connect"
+source = "203.0.113.7"
+[expect]
+decision = "abstain"
+"#,
+            ),
+        ],
+    }
+}
+
 fn readme(name: &str, hook: Hook) -> String {
     format!(
         r#"# {name}
@@ -237,6 +352,10 @@ sallyport plugin build .                    # → target/components/{name}.wasm 
 sallyport plugin test target/components/{name}.wasm fixtures/   # decisions on request fixtures
 sallyport plugin inspect target/components/{name}.wasm
 ```
+
+`fixtures/` holds one request per file with the answer it expects (`[expect]`); they match the
+template's policy, so change them with it. Every field is optional (see `plugins/README.md` in
+the sallyport repository for the format); a fixture without `[expect]` only prints the decision.
 
 Load it with a `[[plugins]]` entry (`hook = "{hook}"`, `path = ".../{name}.wasm"`, `config = {{ … }}`)
 or by copying the component into the gateway's `plugins_dir`, with its config in `{name}.toml`.
@@ -363,7 +482,7 @@ pub struct __Policy__;
 impl CheckSource for __Policy__ {
     fn check_source(r: &Request) -> Decision {
         if r.action != Action::Connect {
-            return Decision::Abstain;
+            return Decision::abstain();
         }
         let blocks = match net::parse_cidr_list(&sallyport_plugin::config("deny-cidrs").unwrap_or_default()) {
             Ok(b) => b,
@@ -375,7 +494,7 @@ impl CheckSource for __Policy__ {
         if blocks.iter().any(|b| b.contains(ip)) {
             return Decision::deny(format!("connections from {ip} are refused"));
         }
-        Decision::Abstain
+        Decision::abstain()
     }
 }
 
@@ -404,6 +523,7 @@ mod tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugin_cli::fixture::{self, Want};
 
     #[test]
     fn names_that_make_a_broken_crate_are_refused() {
@@ -456,5 +576,34 @@ mod tests {
             lib_rs(Hook::Authorize, &type_name("authorize"))
                 .contains("export_authorize!(AuthorizePolicy)")
         );
+    }
+
+    #[test]
+    fn the_generated_fixtures_parse_and_expect_both_outcomes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sdk = Sdk::Version("0.1".into());
+        for (hook, other) in [
+            (Hook::Authorize, Want::Allow),
+            (Hook::Sudo, Want::Allow),
+            // The source template is a deny-list: where it does not deny, it has no opinion.
+            (Hook::Source, Want::Abstain),
+        ] {
+            let dir = tmp.path().join(hook_word(hook));
+            create("p", hook, &dir, &sdk).unwrap();
+            let files = fixture::expand(&[dir.join("fixtures")]).unwrap();
+            let wants: Vec<Want> = files
+                .iter()
+                .map(|f| {
+                    let fx = fixture::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+                    fx.expect
+                        .unwrap_or_else(|| panic!("{}: no [expect]", f.display()))
+                        .decision
+                })
+                .collect();
+            assert!(
+                wants.contains(&Want::Deny) && wants.contains(&other),
+                "{hook:?}: {wants:?}"
+            );
+        }
     }
 }
