@@ -27,10 +27,10 @@ fn parse_hook(s: &str) -> Result<Hook, String> {
     }
 }
 
-/// The per-plugin limits the gateway accepts: a zero deadline or cap could never decide, and
-/// larger ones would let one plugin hold a request (or the host's memory) hostage.
-const DEADLINE_MS: std::ops::RangeInclusive<u64> = 1..=1000;
-const MEMORY_MB: std::ops::RangeInclusive<u64> = 1..=4096;
+/// The per-plugin limits the gateway accepts (`config::check_plugin_limits`), so a run here
+/// never uses one the gateway would refuse: a zero deadline or cap could never decide.
+const DEADLINE_MS: std::ops::RangeInclusive<u64> = 1..=sallyport::config::MAX_PLUGIN_DEADLINE_MS;
+const MEMORY_MB: std::ops::RangeInclusive<u64> = 1..=sallyport::config::MAX_PLUGIN_MEMORY_MB;
 
 /// The `plugin` subcommands.
 #[derive(Subcommand)]
