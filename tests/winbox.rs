@@ -253,11 +253,25 @@ async fn live_accesses_are_restored_after_a_restart() {
     let lapsed = f.winbox("127.0.0.1/32").await;
     let lapsed_id = lapsed["id"].as_str().unwrap();
     wait_listening(port_of(&live)).await;
+    // A connection open when the gateway stops is cut as a stop, not as the access's end.
+    let mut held = connect_from("127.0.0.1", port_of(&live)).await.unwrap();
+    assert!(roundtrip(&mut held, b"before the stop").await);
     // `lapsed` reaches its end while the gateway is down.
     let Fixture { tmp, gw, http, .. } = f;
     let path = gw.config_path.clone();
     gw.stop();
     let db = rusqlite::Connection::open(tmp.path().join("data/sallyport.db")).unwrap();
+    let reason: String = db
+        .query_row(
+            "SELECT reason FROM audit WHERE event = 'winbox.closed' AND object = ?1 ORDER BY id DESC LIMIT 1",
+            [live["id"].as_str().unwrap()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        reason.starts_with("cut: the gateway is stopping"),
+        "{reason}"
+    );
     db.execute(
         "UPDATE transient_accesses SET expires_at = ?1 WHERE id = ?2",
         rusqlite::params![now_ms() - 1000, lapsed_id],

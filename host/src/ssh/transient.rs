@@ -13,7 +13,7 @@ use super::SshService;
 use super::conn::accept_loop;
 use super::server::Entry;
 use crate::store::{TransientAccess, TransientKind};
-use crate::tcp::listeners::AccessHandler;
+use crate::tcp::listeners::{AccessHandler, Ended};
 
 /// Serves SSH on the port of each live SSH access.
 pub struct SshAccesses {
@@ -35,7 +35,7 @@ impl AccessHandler for SshAccesses {
         self: Arc<Self>,
         listener: TcpListener,
         access: Arc<TransientAccess>,
-        _ended: watch::Receiver<bool>,
+        _ended: watch::Receiver<Ended>,
     ) -> impl Future<Output = ()> + Send + 'static {
         accept_loop(
             self.service.clone(),

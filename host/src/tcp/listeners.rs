@@ -12,8 +12,9 @@
 //! [`crate::issuer::listening`], so the answer that created the access goes out once its port
 //! accepts connections, and the gateway announces itself only after restoring listeners.
 //!
-//! Closing an access's listener also flips its `ended` signal, which every connection accepted
-//! on it watches, so ending an access cuts its connections. The Winbox forwarder serves raw TCP
+//! Closing an access's listener also sets its `ended` signal ([`Ended`]), which every connection
+//! accepted on it watches, so ending an access (or stopping the gateway) cuts its connections,
+//! and says which of the two it was. The Winbox forwarder serves raw TCP
 //! ([`super::winbox`]), the SSH forwarder SSH logins (`ssh::transient`).
 
 use std::collections::{HashMap, HashSet};
@@ -40,19 +41,32 @@ pub trait AccessHandler: Send + Sync + 'static {
     /// The accesses this handler serves.
     const KIND: TransientKind;
 
-    /// Serves `listener` for `access` until the returned future is dropped. `ended` turns true
+    /// Serves `listener` for `access` until the returned future is dropped. `ended` leaves
+    /// [`Ended::No`]
     /// when the access ends; every connection accepted must end then too.
     fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         access: Arc<TransientAccess>,
-        ended: watch::Receiver<bool>,
+        ended: watch::Receiver<Ended>,
     ) -> impl Future<Output = ()> + Send + 'static;
 }
 
 struct Open {
     task: JoinHandle<()>,
-    ended: watch::Sender<bool>,
+    ended: watch::Sender<Ended>,
+}
+
+/// Why the connections of an access's listener are being cut.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Ended {
+    /// Not cut: the access is live.
+    #[default]
+    No,
+    /// The access expired or was revoked.
+    Access,
+    /// The gateway is stopping; the access stays live and is restored at the next start.
+    Shutdown,
 }
 
 /// The listeners of one kind of access, by access id.
@@ -145,7 +159,7 @@ impl<H: AccessHandler> Listeners<H> {
             Ok(listener) => {
                 tracing::info!(access = %access.id, kind = H::KIND.as_str(), %addr, "transient listener open");
                 self.failed.lock().remove(&access.id);
-                let (ended, ended_rx) = watch::channel(false);
+                let (ended, ended_rx) = watch::channel(Ended::No);
                 let (handler, access_arc) = (self.handler.clone(), Arc::new(access.clone()));
                 let task = self.lanes.spawn(async move {
                     match TcpListener::from_std(listener) {
@@ -184,6 +198,10 @@ impl<H: AccessHandler> Listeners<H> {
     /// Closes the listener of an access and cuts its connections. Returns once the port is
     /// released, so a new access may bind it right away.
     pub async fn close(&self, id: uuid::Uuid) {
+        self.close_as(id, Ended::Access).await;
+    }
+
+    async fn close_as(&self, id: uuid::Uuid, why: Ended) {
         let Some(open) = self.open.lock().remove(&id) else {
             return;
         };
@@ -197,14 +215,14 @@ impl<H: AccessHandler> Listeners<H> {
         {
             tracing::warn!(access = %id, "listener task slow to stop");
         }
-        open.ended.send_replace(true);
+        open.ended.send_replace(why);
         tracing::info!(access = %id, kind = H::KIND.as_str(), "transient listener closed");
     }
 
     pub async fn close_all(&self) {
         let ids: Vec<uuid::Uuid> = self.open.lock().keys().copied().collect();
         for id in ids {
-            self.close(id).await;
+            self.close_as(id, Ended::Shutdown).await;
         }
     }
 

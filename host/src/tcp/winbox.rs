@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::TcpError;
-use super::listeners::AccessHandler;
+use super::listeners::{AccessHandler, Ended};
 use super::splice::{self, BufferPool, Counters};
 use crate::audit::{self, now_ms};
 use crate::issuer::Issuer;
@@ -46,7 +46,7 @@ impl AccessHandler for Winbox {
         self: Arc<Self>,
         listener: TcpListener,
         access: Arc<TransientAccess>,
-        ended: watch::Receiver<bool>,
+        ended: watch::Receiver<Ended>,
     ) {
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -66,9 +66,12 @@ impl AccessHandler for Winbox {
     }
 }
 
-/// Resolves when the access has ended (or its listener manager is gone).
-async fn until_ended(ended: &mut watch::Receiver<bool>) {
-    let _ = ended.wait_for(|e| *e).await;
+/// Resolves when the access has ended or the gateway stops (or its listener manager is gone).
+async fn until_ended(ended: &mut watch::Receiver<Ended>) -> Ended {
+    match ended.wait_for(|e| *e != Ended::No).await {
+        Ok(why) => *why,
+        Err(_) => Ended::Shutdown,
+    }
 }
 
 impl Winbox {
@@ -77,7 +80,7 @@ impl Winbox {
         client: TcpStream,
         peer: SocketAddr,
         access: Arc<TransientAccess>,
-        mut ended: watch::Receiver<bool>,
+        mut ended: watch::Receiver<Ended>,
     ) {
         // A refusal is audited by the issuer; dropping the stream closes it at once.
         let Ok(grant) = self.issuer.connect_winbox(&access, peer.ip()).await else {
@@ -123,7 +126,14 @@ impl Winbox {
             }
         };
         let (how, outcome) = tokio::select! {
-            _ = until_ended(&mut ended) => ("cut: the access ended".to_string(), "cut"),
+            why = until_ended(&mut ended) => (
+                match why {
+                    Ended::Shutdown => "cut: the gateway is stopping (the access stays live)",
+                    _ => "cut: the access ended",
+                }
+                .to_string(),
+                "cut",
+            ),
             _ = too_long => (
                 "cut: the connection reached the longest time its policy allows".to_string(),
                 "cut",
