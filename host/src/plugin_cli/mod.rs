@@ -1,14 +1,16 @@
 //! `sallyport plugin new|build|test|inspect`: the plugin author's tools.
 //!
-//! `new` writes a crate from a template (`new.rs`), `build` turns a Rust crate into a policy
-//! component (`build.rs`), `test` runs a component against request fixtures in the host's own
-//! engine (`fixture.rs`, `sallyport::policy::standalone`), and `inspect` shows what a component
-//! is: its world, the `sallyport:policy` version, imports, exports and SHA-256.
+//! `new` writes a crate from a template (`new.rs`, texts in `templates.rs`), `build` turns a
+//! Rust crate into a policy component (`build.rs`), `test` runs a component against request
+//! fixtures in the host's own engine (`fixture.rs`, `table.rs`, `sallyport::policy::standalone`),
+//! and `inspect` shows what a component is: its world, the `sallyport:policy` version, imports,
+//! exports and SHA-256.
 
 mod build;
 mod fixture;
 mod new;
 mod table;
+mod templates;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
