@@ -32,18 +32,49 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let read = axum::Json::<T>::from_request(req, state);
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType(
+                "expected Content-Type: application/json".into(),
+            ));
+        }
+        let read = axum::body::Bytes::from_request(req, state);
         let Ok(read) = tokio::time::timeout(BODY_TIMEOUT, read).await else {
             return Err(ApiError::RequestTimeout(format!(
                 "the request body did not arrive within {} s",
                 BODY_TIMEOUT.as_secs()
             )));
         };
-        match read {
+        let bytes = match read {
+            Ok(b) => b,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "request body over {BODY_LIMIT} bytes"
+                )));
+            }
+            Err(e) => {
+                return Err(ApiError::BadRequest(format!(
+                    "unreadable request body: {e}"
+                )));
+            }
+        };
+        // Every body the API takes is an object; serde would read an array as the fields in
+        // order and blame an element, which explains nothing.
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => {}
+            None => {
+                return Err(ApiError::BadRequest(
+                    "the request body is empty: send a JSON object".into(),
+                ));
+            }
+            Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() => {
+                return Err(ApiError::BadRequest(
+                    "the request body must be a JSON object ({ … })".into(),
+                ));
+            }
+            Some(_) => {}
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(v)) => Ok(Self(v)),
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType(
-                "expected Content-Type: application/json".into(),
-            )),
             Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::BadRequest(format!(
                 "malformed JSON: {}",
                 inner(&e)
@@ -60,6 +91,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             ))),
         }
     }
+}
+
+/// Whether the request says its body is JSON (`application/json`, or `application/…+json`), as
+/// axum's own `Json` extractor decides.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .map(|essence| essence.trim().to_ascii_lowercase())
+        .is_some_and(|e| {
+            e == "application/json" || (e.starts_with("application/") && e.ends_with("+json"))
+        })
 }
 
 /// serde's own message (e.g. "missing field `user` at line 1 column 20"), without axum's prefix.
@@ -208,11 +252,65 @@ mod tests {
 
     #[tokio::test]
     async fn sizes_up_to_the_limit_are_read_and_larger_ones_are_413() {
-        let fits = format!("\"{}\"", "a".repeat(BODY_LIMIT - 2));
+        let fits = format!("{{\"a\":\"{}\"}}", "a".repeat(BODY_LIMIT - 8));
+        assert_eq!(fits.len(), BODY_LIMIT);
         let resp = app().oneshot(json_post(Body::from(fits))).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
-        let over = format!("\"{}\"", "a".repeat(BODY_LIMIT));
+        let over = format!("{{\"a\":\"{}\"}}", "a".repeat(BODY_LIMIT));
         let resp = app().oneshot(json_post(Body::from(over))).await.unwrap();
         assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    async fn message(resp: axum::response::Response) -> (StatusCode, String) {
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        (
+            status,
+            v["message"].as_str().unwrap_or_default().to_string(),
+        )
+    }
+
+    #[tokio::test]
+    async fn only_a_json_object_is_a_request_body() {
+        for (body, needle) in [
+            ("[1,2]", "must be a JSON object"),
+            (" \"text\"", "must be a JSON object"),
+            ("42", "must be a JSON object"),
+            ("", "is empty"),
+            ("  \n", "is empty"),
+            ("{\"a\":", "malformed JSON"),
+            ("[1,", "malformed JSON"),
+        ] {
+            let resp = app().oneshot(json_post(Body::from(body))).await.unwrap();
+            let (status, msg) = message(resp).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?}: {msg}");
+            assert!(msg.contains(needle), "{body:?}: {msg}");
+        }
+        let resp = app()
+            .oneshot(
+                Request::post("/")
+                    .header(
+                        "content-type",
+                        "application/merge-patch+json; charset=utf-8",
+                    )
+                    .body(Body::from("{}"))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let resp = app()
+            .oneshot(
+                Request::post("/")
+                    .header("content-type", "text/plain")
+                    .body(Body::from("{}"))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
 }
