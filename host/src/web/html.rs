@@ -144,7 +144,7 @@ pub fn tracking_page(
          <caption>Sessions and accesses, newest first. <span id=\"updated\">Updates every 2 seconds.</span></caption>\n\
          <thead><tr><th scope=\"col\">User</th><th scope=\"col\">Device</th><th scope=\"col\">Type</th>\
          <th scope=\"col\">State</th><th scope=\"col\">Source</th><th scope=\"col\">Started</th>\
-         <th scope=\"col\">Expires</th><th scope=\"col\">Action</th></tr></thead>\n<tbody>\n",
+         <th scope=\"col\">Expires / ended</th><th scope=\"col\">Action</th></tr></thead>\n<tbody>\n",
         user = escape(user),
         csrf = escape(csrf),
         notice = escape(notice.unwrap_or_default()),

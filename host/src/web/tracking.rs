@@ -33,6 +33,7 @@ pub struct Row {
     pub state: String,
     pub source: String,
     pub started: String,
+    /// When it expires, or, once it is over, when it ended (revoked, terminated, closed).
     pub expires: String,
     /// Whether it can still be terminated.
     pub live: bool,
@@ -67,10 +68,12 @@ impl Row {
             state: state_name(state).into(),
             source: s.source.unwrap_or_default(),
             started: s.initiated_at.map(when).unwrap_or_default(),
-            expires: if state == SessionState::Initiated {
-                "when terminated".into()
-            } else {
-                when(s.expires_at)
+            // Over: when it ended, as REST's `ended_at` says (an expired key that was never
+            // used ended at its expiry).
+            expires: match (state, s.ended_at) {
+                (SessionState::Initiated, _) => "when terminated".into(),
+                (SessionState::Expired | SessionState::Terminated, Some(end)) => when(end),
+                _ => when(s.expires_at),
             },
             live,
         }
@@ -87,7 +90,7 @@ impl Row {
         let source = match (&a.allow_only_cidr, a.allow_rfc1918) {
             (Some(cidr), _) => format!("only {cidr}"),
             (None, true) => "any".into(),
-            (None, false) => "any public address".into(),
+            (None, false) => "any outside RFC 1918".into(),
         };
         Self {
             kind: "transient",
@@ -104,7 +107,11 @@ impl Row {
             state: state.into(),
             source,
             started: when(a.created_at),
-            expires: when(a.expires_at),
+            // A revoked access ended at its revocation, which REST shows as its `expires_at`.
+            expires: when(match a.ended_at {
+                Some(end) if !live => end.min(a.expires_at),
+                _ => a.expires_at,
+            }),
             live,
         }
     }
@@ -254,4 +261,60 @@ pub async fn terminate(
         other => return Err(WebError::BadRequest(format!("unknown kind {other:?}"))),
     }
     Ok(Redirect::to(&format!("/tracking?done={}", form.kind)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::TransientKind;
+
+    fn access(expires_at: i64, ended_at: Option<i64>, revoked: bool) -> TransientAccess {
+        TransientAccess {
+            id: uuid::Uuid::nil(),
+            site_id: uuid::Uuid::nil(),
+            device: "d".into(),
+            created_by: "u".into(),
+            username: "transient-x".into(),
+            password_hash: Default::default(),
+            password_sealed: Vec::new(),
+            port: 1,
+            kind: TransientKind::Winbox,
+            full_access: false,
+            allow_rfc1918: false,
+            allow_only_cidr: None,
+            created_at: 0,
+            expires_at,
+            expired: ended_at.is_some(),
+            revoked_early: revoked,
+            ended_at,
+        }
+    }
+
+    #[test]
+    fn an_ended_row_shows_when_it_ended() {
+        let hour = 3_600_000;
+        let revoked = Row::transient(access(2 * hour, Some(hour), true), hour + 5);
+        assert_eq!(
+            (revoked.state.as_str(), revoked.expires),
+            ("revoked", when(hour))
+        );
+        let live = Row::transient(access(2 * hour, None, false), hour);
+        assert_eq!(live.expires, when(2 * hour));
+        assert_eq!(live.source, "any outside RFC 1918");
+        let session = OpenSession {
+            id: "s".into(),
+            token_hash: Default::default(),
+            user: "u".into(),
+            device: "d".into(),
+            requested_by: "u".into(),
+            access: crate::config::AccessLevel::Full,
+            state: SessionState::Terminated,
+            created_at: 0,
+            expires_at: 2 * hour,
+            initiated_at: Some(10),
+            ended_at: Some(hour),
+            source: None,
+        };
+        assert_eq!(Row::session(session, hour + 5).expires, when(hour));
+    }
 }
