@@ -38,7 +38,20 @@ enum Command {
     Plugin(plugin_cli::PluginCommand),
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors are printed as one line with their causes (`Error: a: b`), never with the
+/// backtrace anyhow adds when `RUST_BACKTRACE` is set: a mistyped command or a failed fixture
+/// is not a crash.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     // Log lines go to stderr from a writer thread that batches whatever is queued into one
     // write, so request threads never wait on the terminal or log file (one `write(2)` per
     // audit line cost ~6 % of issuance CPU). Not lossy: a full queue makes the logger wait.
@@ -52,6 +65,8 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        // Colour only on a terminal: escape codes in a log file are noise.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(log_writer)
         .init();
     match Cli::parse().command {
