@@ -88,7 +88,7 @@ async fn redemption_is_single_use_and_checked() {
         .await
         .unwrap();
     let id = issuer.list_sessions(&admin).await.unwrap()[0].id.clone();
-    assert_eq!(issuer.terminate(&admin, &id).await.unwrap(), vec![id]);
+    assert_eq!(issuer.terminate(&admin, &id, None).await.unwrap(), vec![id]);
     assert!(matches!(
         issuer.redeem(&t, "admin", "core-1", None).await,
         Err(IssuerError::Refused)

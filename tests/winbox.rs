@@ -211,6 +211,16 @@ async fn revoke_cuts_live_connections_within_a_second_and_closes_the_port() {
     let shown = f.get(EDGE_ID, &id).await;
     assert_eq!(shown["expired"], true);
     assert_eq!(shown["revoked_early"], true);
+    // The revocation is audited with the address it was asked from.
+    let db = rusqlite::Connection::open(f.tmp.path().join("data/sallyport.db")).unwrap();
+    let source: Option<String> = db
+        .query_row(
+            "SELECT source FROM audit WHERE event = 'transient.revoked' AND object = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(source.as_deref(), Some("127.0.0.1"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

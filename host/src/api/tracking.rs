@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
-use super::extract::{ApiJson, Caller};
+use super::extract::{ApiJson, Caller, Peer};
 use super::{ApiError, AppState};
 use crate::audit::now_ms;
 use crate::config::AccessLevel;
@@ -98,8 +98,12 @@ pub struct TerminateResponse {
 pub async fn terminate(
     State(state): State<AppState>,
     caller: Caller,
+    peer: Peer,
     ApiJson(body): ApiJson<TerminateBody>,
 ) -> Result<Json<TerminateResponse>, ApiError> {
-    let terminated = state.issuer.terminate(&caller.user, &body.sessions).await?;
+    let terminated = state
+        .issuer
+        .terminate(&caller.user, &body.sessions, peer.ip())
+        .await?;
     Ok(Json(TerminateResponse { terminated }))
 }

@@ -175,12 +175,13 @@ pub async fn list(
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
+    peer: Peer,
     headers: HeaderMap,
     ApiPath((site, id)): ApiPath<(uuid::Uuid, uuid::Uuid)>,
 ) -> Result<Json<TransientView>, ApiError> {
     let a = state
         .issuer
-        .revoke_transient(&caller.user, site, id)
+        .revoke_transient(&caller.user, site, id, peer.ip())
         .await?;
     Ok(Json(TransientView::build(
         &state.issuer,

@@ -215,7 +215,13 @@ impl Issuer {
 
     /// Terminates sessions named in `"id[,id…]"`. All ids must exist and be visible to the
     /// viewer, or nothing is terminated. Already-ended sessions are accepted and left as they are.
-    pub async fn terminate(&self, viewer: &User, ids: &str) -> Result<Vec<String>, IssuerError> {
+    /// `source`: the address the viewer asked from (for the audit rows).
+    pub async fn terminate(
+        &self,
+        viewer: &User,
+        ids: &str,
+        source: Option<String>,
+    ) -> Result<Vec<String>, IssuerError> {
         let ids: Vec<String> = ids
             .split(',')
             .map(str::trim)
@@ -242,10 +248,13 @@ impl Issuer {
         }
         let ended = self
             .store
-            .terminate_sessions(ids, &viewer.name, now_ms())
+            .terminate_sessions(ids, &viewer.name, source.clone(), now_ms())
             .await?;
         for s in &ended {
-            audit::trace(&s.audit_event(now_ms(), "session.terminated", Some(&viewer.name), "ok"));
+            audit::trace(&AuditEvent {
+                source: source.clone(),
+                ..s.audit_event(now_ms(), "session.terminated", Some(&viewer.name), "ok")
+            });
             let _ = self
                 .events
                 .send(Lifecycle::SessionEnded { id: s.id.clone() });

@@ -224,6 +224,7 @@ impl Issuer {
         viewer: &User,
         site: uuid::Uuid,
         id: uuid::Uuid,
+        source: Option<String>,
     ) -> Result<TransientAccess, IssuerError> {
         let current = self.transient(viewer, site, id).await?;
         let now = now_ms();
@@ -234,14 +235,17 @@ impl Issuer {
         }
         let revoked = self
             .store
-            .revoke_transient(site, id, &viewer.name, now)
+            .revoke_transient(site, id, &viewer.name, source.clone(), now)
             .await?
             .ok_or_else(|| {
                 IssuerError::Conflict(format!(
                     "transient access {id} has already expired or been revoked"
                 ))
             })?;
-        audit::trace(&revoked.audit_event(now, "transient.revoked", Some(&viewer.name), "ok"));
+        audit::trace(&AuditEvent {
+            source,
+            ..revoked.audit_event(now, "transient.revoked", Some(&viewer.name), "ok")
+        });
         let _ = self.events.send(Lifecycle::TransientEnded { id });
         Ok(revoked)
     }

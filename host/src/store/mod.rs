@@ -310,10 +310,12 @@ pub trait Store: Send + Sync + 'static {
         source: Option<String>,
     ) -> Result<Option<OpenSession>, StoreError>;
     /// Marks live (`generated`/`initiated`) sessions among `ids` terminated; returns those.
+    /// `source` is the address the actor asked from, for the audit rows.
     async fn terminate_sessions(
         &self,
         ids: Vec<String>,
         actor: &str,
+        source: Option<String>,
         now: UnixMs,
     ) -> Result<Vec<OpenSession>, StoreError>;
     /// Marks an `initiated` session `expired` with `ended_at` (the connection it opened has
@@ -347,6 +349,7 @@ pub trait Store: Send + Sync + 'static {
         site: uuid::Uuid,
         id: uuid::Uuid,
         actor: &str,
+        source: Option<String>,
         now: UnixMs,
     ) -> Result<Option<TransientAccess>, StoreError>;
 

@@ -343,6 +343,7 @@ impl Store for SqliteStore {
         &self,
         ids: Vec<String>,
         actor: &str,
+        source: Option<String>,
         now: UnixMs,
     ) -> Result<Vec<OpenSession>, StoreError> {
         let actor = actor.to_owned();
@@ -362,7 +363,10 @@ impl Store for SqliteStore {
                 .execute(params![s.id, now])?;
                 s.state = SessionState::Terminated;
                 s.ended_at = Some(now);
-                let e = s.audit_event(now, "session.terminated", Some(&actor), "ok");
+                let e = AuditEvent {
+                    source: source.clone(),
+                    ..s.audit_event(now, "session.terminated", Some(&actor), "ok")
+                };
                 insert_audit(c, &e)?;
                 done.push(s);
             }
@@ -505,6 +509,7 @@ impl Store for SqliteStore {
         site: uuid::Uuid,
         id: uuid::Uuid,
         actor: &str,
+        source: Option<String>,
         now: UnixMs,
     ) -> Result<Option<TransientAccess>, StoreError> {
         let actor = actor.to_owned();
@@ -522,7 +527,10 @@ impl Store for SqliteStore {
             a.expired = true;
             a.revoked_early = true;
             a.ended_at = Some(now);
-            let e = a.audit_event(now, "transient.revoked", Some(&actor), "ok");
+            let e = AuditEvent {
+                source,
+                ..a.audit_event(now, "transient.revoked", Some(&actor), "ok")
+            };
             insert_audit(c, &e)?;
             Ok(Some(a))
         })

@@ -184,9 +184,19 @@ async fn closing_ends_only_initiated_sessions() {
         );
     }
     store
-        .terminate_sessions(vec!["cut".into()], "admin", 60)
+        .terminate_sessions(vec!["cut".into()], "admin", Some("192.0.2.1".into()), 60)
         .await
         .unwrap();
+    let log = store.audit_log(50).await.unwrap();
+    let row = log
+        .iter()
+        .find(|e| e.event == "session.terminated")
+        .unwrap();
+    assert_eq!(
+        row.source.as_deref(),
+        Some("192.0.2.1"),
+        "who cut it, from where"
+    );
     let closed = store.close_session("open", 70).await.unwrap().unwrap();
     assert_eq!(
         (closed.state, closed.ended_at),

@@ -232,6 +232,7 @@ pub async fn terminate(
     State(state): State<WebState>,
     uri: Uri,
     headers: HeaderMap,
+    peer: crate::api::Peer,
     form: Result<Form<TerminateForm>, FormRejection>,
 ) -> Result<Response, WebError> {
     if !same_origin(&uri, &headers) {
@@ -245,7 +246,10 @@ pub async fn terminate(
             if form.id.contains(',') {
                 return Err(WebError::BadRequest("one session at a time".into()));
             }
-            state.issuer.terminate(&me.user, &form.id).await?;
+            state
+                .issuer
+                .terminate(&me.user, &form.id, peer.ip())
+                .await?;
         }
         "transient" => {
             let parse = |s: &str| {
@@ -255,7 +259,7 @@ pub async fn terminate(
             let site = parse(form.site.as_deref().unwrap_or_default())?;
             state
                 .issuer
-                .revoke_transient(&me.user, site, parse(&form.id)?)
+                .revoke_transient(&me.user, site, parse(&form.id)?, peer.ip())
                 .await?;
         }
         other => return Err(WebError::BadRequest(format!("unknown kind {other:?}"))),
