@@ -556,3 +556,48 @@ fn serve_warns_when_transient_ports_lie_in_the_ephemeral_range() {
     // The gateway is up (it printed its ports); a warning would have come before that.
     assert!(!gw.plain_log().contains(WARNING), "{}", gw.plain_log());
 }
+
+#[test]
+fn a_component_serving_several_hooks_is_inspected_and_tested_per_hook_from_a_compile_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sallyport"))
+            .args(args)
+            .env("XDG_CACHE_HOME", cache.path())
+            .output()
+            .unwrap()
+    };
+    let all = repo("plugins/dist/default-policy.wasm");
+    let out = run(&["plugin", "inspect", &all]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("hooks:     authorize, sudo, source"),
+        "{stdout}"
+    );
+    // Compiled once, into the user's cache, then taken from there.
+    let cached = || {
+        std::fs::read_dir(cache.path().join("sallyport/plugin-cache"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(cached(), 1);
+    assert!(stderr.contains("compiling policy plugin"), "{stderr}");
+    let fixtures = repo("tests/fixtures/default-sudo");
+    let out = run(&["plugin", "test", "--hook", "sudo", &all, &fixtures]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("testing its sudo hook"), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert!(!stderr.contains("compiling policy plugin"), "{stderr}");
+    assert_eq!(cached(), 1);
+    // A hook the component does not serve is refused before any fixture runs.
+    let one = repo("plugins/dist/default-sudo.wasm");
+    let out = run(&["plugin", "test", "--hook", "source", &one, &fixtures]);
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stderr.contains("does not serve the source hook"),
+        "{stderr}"
+    );
+}

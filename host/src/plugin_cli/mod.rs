@@ -12,6 +12,7 @@ mod new;
 mod table;
 mod templates;
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,6 +27,14 @@ fn parse_hook(s: &str) -> Result<Hook, String> {
         "sudo" => Ok(Hook::Sudo),
         "source" => Ok(Hook::Source),
         other => Err(format!("{other:?}: expected authorize, sudo or source")),
+    }
+}
+
+fn hook_name(h: Hook) -> &'static str {
+    match h {
+        Hook::Authorize => "authorize",
+        Hook::Sudo => "sudo",
+        Hook::Source => "source",
     }
 }
 
@@ -78,6 +87,10 @@ pub enum PluginCommand {
         /// The gateway takes the same range.
         #[arg(long, value_parser = clap::value_parser!(u64).range(MEMORY_MB))]
         memory_mb: Option<u64>,
+        /// The hook to call, for a component that serves several (default: the first it
+        /// exports): authorize, sudo or source.
+        #[arg(long, value_parser = parse_hook)]
+        hook: Option<Hook>,
     },
     /// Print a component's world, policy package version, imports, exports and SHA-256; exits
     /// non-zero if the gateway would refuse to load it.
@@ -146,7 +159,8 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<()> {
             fixtures,
             deadline_ms,
             memory_mb,
-        } => test(component, fixtures, deadline_ms, memory_mb),
+            hook,
+        } => test(component, fixtures, deadline_ms, memory_mb, hook),
         PluginCommand::Inspect { component } => inspect(component),
     }
 }
@@ -159,7 +173,26 @@ fn world(p: &StandalonePlugin) -> String {
 }
 
 fn load(component: &Path, limits: StandaloneLimits) -> anyhow::Result<StandalonePlugin> {
-    standalone::load(component, limits).with_context(|| format!("loading {}", component.display()))
+    let cache = cache_dir();
+    standalone::load_cached(component, limits, cache.as_ref())
+        .with_context(|| format!("loading {}", component.display()))
+}
+
+/// `$XDG_CACHE_HOME/sallyport` (or `~/.cache/sallyport`), created private to this user, where
+/// compiled components are kept: an 18 MB componentize-py component takes seconds to compile.
+/// Without one (no home, a read-only disk), components are compiled in memory each run.
+fn cache_dir() -> Option<cap_std::fs::Dir> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    let dir = base.join("sallyport");
+    let made = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir);
+    made.and_then(|()| cap_std::fs::Dir::open_ambient_dir(&dir, cap_std::ambient_authority()))
+        .ok()
 }
 
 fn inspect(component: PathBuf) -> anyhow::Result<()> {
@@ -170,6 +203,13 @@ fn inspect(component: PathBuf) -> anyhow::Result<()> {
     println!("sha256:    {}", p.hash);
     println!("size:      {} bytes", p.size);
     println!("world:     {}", world(&p));
+    if p.hooks.len() > 1 {
+        let names: Vec<&str> = p.hooks.iter().map(|h| hook_name(*h)).collect();
+        println!(
+            "hooks:     {} (one component serving each; `plugin test --hook`)",
+            names.join(", ")
+        );
+    }
     let versions = p.policy_versions();
     println!(
         "package:   sallyport:policy@{}",
@@ -208,6 +248,7 @@ fn test(
     fixtures: Vec<PathBuf>,
     deadline_ms: Option<u64>,
     memory_mb: Option<u64>,
+    hook: Option<Hook>,
 ) -> anyhow::Result<()> {
     let d = StandaloneLimits::default();
     let limits = StandaloneLimits {
@@ -226,6 +267,26 @@ fn test(
     if let Some(e) = p.load_error() {
         bail!("the gateway would refuse {}: {e}", component.display());
     }
+    let hook = match hook {
+        None => p.hook,
+        Some(h) if p.hooks.contains(&h) => Some(h),
+        Some(h) => bail!(
+            "{} does not serve the {} hook (it serves: {})",
+            component.display(),
+            hook_name(h),
+            p.hooks
+                .iter()
+                .map(|h| hook_name(*h))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let Some(hook) = hook else {
+        bail!("{} serves no hook", component.display());
+    };
+    if p.hooks.len() > 1 {
+        println!("testing its {} hook", hook_name(hook));
+    }
     let (mut failed, mut total) = (0, 0);
     for file in fixture::expand(&fixtures)? {
         total += 1;
@@ -238,7 +299,7 @@ fn test(
             }
         };
         let started = std::time::Instant::now();
-        let outcome = p.decide(&f.request, f.config);
+        let outcome = p.decide_on(hook, &f.request, f.config);
         let took = started.elapsed();
         let decision = match outcome {
             Ok(d) => d,

@@ -106,6 +106,10 @@ pub enum LoadError {
     NoWorld(String),
     #[error("{0}: cannot be linked (it imports something the host does not provide): {1}")]
     Link(String, String),
+    #[error(
+        "{0}: its `{1}` export does not have the type of sallyport:policy@0.1.0 (built against another version of the WIT?): {2}"
+    )]
+    ExportType(String, &'static str, String),
     #[error("cannot start the WebAssembly engine: {0}")]
     Engine(String),
 }
@@ -463,7 +467,7 @@ impl PolicyEngine {
             Hook::Sudo => sudo.as_ref().map(|_| ()),
             Hook::Source => source.as_ref().map(|_| ()),
         }
-        .map_err(|e| LoadError::Link(name.into(), format!("{e:#}")))?;
+        .map_err(|e| LoadError::ExportType(name.into(), export_name(hook), format!("{e:#}")))?;
         let inner = PreparedInner {
             authorize: authorize.ok(),
             sudo: sudo.ok(),

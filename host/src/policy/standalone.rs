@@ -3,8 +3,9 @@
 //!
 //! It runs the component exactly as the gateway does — the same engine settings, linker, WASI
 //! lock-down, fresh store per decision, deadline and memory cap, and the same fault
-//! classification — but without a data directory (no compile cache), reload watcher, metrics
-//! or audit log. A component that decodes but cannot be linked still loads, so `inspect` can
+//! classification — but without a data directory, reload watcher, metrics or audit log. A
+//! compile cache directory may be given ([`load_cached`]), so a large component is compiled
+//! once rather than on every run. A component that decodes but cannot be linked still loads, so `inspect` can
 //! show what it imports; deciding with it is then the same fault-deny the server gives.
 
 use std::collections::HashMap;
@@ -59,8 +60,11 @@ pub struct StandalonePlugin {
     /// Hex SHA-256 of the file, as in the server's log, metrics and audit rows.
     pub hash: String,
     pub size: usize,
-    /// The hook its export declares, if it exports one of `authorize`, `sudo`, `check-source`.
+    /// The hook its export declares, if it exports one of `authorize`, `sudo`, `check-source`
+    /// (the first of them, if it exports several).
     pub hook: Option<Hook>,
+    /// Every hook it serves (several for a component such as the built-in policy).
+    pub hooks: Vec<Hook>,
     pub imports: Vec<Item>,
     pub exports: Vec<Item>,
     /// Linked and pre-instantiated, or why it cannot be (the server would refuse it).
@@ -102,13 +106,25 @@ pub fn world_name(hook: Hook) -> &'static str {
 
 /// Loads and links the component at `path` (compiled in memory; nothing is cached).
 pub fn load(path: &Path, limits: StandaloneLimits) -> Result<StandalonePlugin, StandaloneError> {
+    load_cached(path, limits, None)
+}
+
+/// [`load`], with compiled components cached under `cache/plugin-cache` (as the gateway
+/// caches them in its data directory: by content hash and engine compatibility). `cache`
+/// must be a directory only this user can write, since a cached entry is trusted as
+/// wasmtime's own output.
+pub fn load_cached(
+    path: &Path,
+    limits: StandaloneLimits,
+    cache: Option<&cap_std::fs::Dir>,
+) -> Result<StandalonePlugin, StandaloneError> {
     let bytes =
         std::fs::read(path).map_err(|e| StandaloneError::Read(path.display().to_string(), e))?;
     let name = path.file_stem().map_or_else(
         || "plugin".to_string(),
         |s| s.to_string_lossy().into_owned(),
     );
-    load_bytes(&name, &bytes, limits)
+    load_from(&name, &bytes, limits, cache)
 }
 
 /// [`load`] for bytes already in memory; `name` is used in messages.
@@ -117,9 +133,28 @@ pub fn load_bytes(
     bytes: &[u8],
     limits: StandaloneLimits,
 ) -> Result<StandalonePlugin, StandaloneError> {
+    load_from(name, bytes, limits, None)
+}
+
+fn load_from(
+    name: &str,
+    bytes: &[u8],
+    limits: StandaloneLimits,
+    cache: Option<&cap_std::fs::Dir>,
+) -> Result<StandalonePlugin, StandaloneError> {
     let engine = Arc::new(PolicyEngine::new(mb(limits.memory_mb))?);
-    let component = Component::new(engine.engine(), bytes)
-        .map_err(|e| engine::LoadError::Compile(name.to_string(), format!("{e:#}")))?;
+    let cache = cache.and_then(|dir| match super::cache::ComponentCache::new(dir) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot use the compile cache; compiling in memory");
+            None
+        }
+    });
+    let component = match cache {
+        Some(cache) => cache.load(engine.engine(), name, bytes)?.0,
+        None => Component::new(engine.engine(), bytes)
+            .map_err(|e| engine::LoadError::Compile(name.to_string(), format!("{e:#}")))?,
+    };
     let ty = component.component_type();
     let items = |it: &mut dyn Iterator<Item = (&str, ComponentExtern<'_>)>| -> Vec<Item> {
         it.map(|(n, i)| Item {
@@ -137,11 +172,20 @@ pub fn load_bytes(
             .map_err(|e| e.to_string()),
         None => Err(engine::LoadError::NoWorld(name.to_string()).to_string()),
     };
+    let hooks = match &prepared {
+        Ok(p) => engine
+            .hooks_of(&component)
+            .into_iter()
+            .filter(|h| p.serves(*h))
+            .collect(),
+        Err(_) => hook.into_iter().collect(),
+    };
     Ok(StandalonePlugin {
         name: name.to_string(),
         hash: super::content_hash(bytes),
         size: bytes.len(),
         hook,
+        hooks,
         imports,
         exports,
         prepared,
@@ -184,6 +228,25 @@ impl StandalonePlugin {
     /// One decision for its hook, with `config` as its `host.config` table. A fault is returned
     /// as such; the server would turn it into a deny naming the plugin ([`Self::as_server`]).
     pub fn decide(&self, r: &Request, config: HashMap<String, String>) -> Result<Decision, Fault> {
+        let hook = self
+            .hook
+            .ok_or_else(|| Fault::Unloadable("no policy export".into()))?;
+        self.decide_on(hook, r, config)
+    }
+
+    /// [`Self::decide`] on a given hook (one of [`Self::hooks`]).
+    pub fn decide_on(
+        &self,
+        hook: Hook,
+        r: &Request,
+        config: HashMap<String, String>,
+    ) -> Result<Decision, Fault> {
+        if !self.hooks.contains(&hook) {
+            return Err(Fault::Unloadable(format!(
+                "it does not serve the {} hook",
+                super::engine::export_name(hook)
+            )));
+        }
         let prepared = self
             .prepared
             .as_ref()
@@ -196,9 +259,6 @@ impl StandalonePlugin {
             deadline: self.limits.deadline,
             memory_bytes: mb(self.limits.memory_mb),
         };
-        let hook = self
-            .hook
-            .ok_or_else(|| Fault::Unloadable("no policy export".into()))?;
         self.engine.decide(prepared, &meta, limits, hook, r)
     }
 
