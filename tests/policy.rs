@@ -396,6 +396,22 @@ fn a_plugin_that_cannot_load_stops_the_start_naming_its_file() {
             "{file}: {err}"
         );
     }
+    // A drop-in that is a symbolic link to a file outside the plugins directory is named as
+    // such (the directory is read through a capability handle, which does not follow it).
+    let outside = tmp.path().join("outside.wasm");
+    std::fs::write(&outside, hostile::abstain("authorize")).unwrap();
+    std::os::unix::fs::symlink(&outside, plugins_dir(&tmp).join("ext.wasm")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sallyport"))
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ext.wasm")
+            && err.contains("symbolic link to a file outside the plugins directory"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -162,6 +162,23 @@ fn read(dir: &Dir, file: &str) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Why a drop-in could not be read, in the admin's terms: the directory is read through a
+/// capability handle, so a symlink to a file outside it is refused (with cap-std's "a path led
+/// outside of the filesystem"), while one to a file inside it works.
+fn drop_in_read_error(dir: &Dir, file: &str, e: &std::io::Error) -> String {
+    let symlink = dir
+        .symlink_metadata(file)
+        .is_ok_and(|m| m.file_type().is_symlink());
+    if symlink && e.kind() == std::io::ErrorKind::PermissionDenied {
+        format!(
+            "{file}: a symbolic link to a file outside the plugins directory, which the gateway \
+             does not follow; copy the component into the directory instead"
+        )
+    } else {
+        format!("{file}: {e}")
+    }
+}
+
 fn mb(n: u64) -> usize {
     (n as usize).saturating_mul(1 << 20)
 }
@@ -373,7 +390,7 @@ impl Loader {
             }
             Origin::DropIn(file) => {
                 let dir = self.drop_in.as_ref().ok_or("no drop-in directory")?;
-                read(dir, file).map_err(|e| format!("{file}: {e}"))?
+                read(dir, file).map_err(|e| drop_in_read_error(dir, file, &e))?
             }
         };
         if spec.limits.memory_bytes > self.max_memory {
