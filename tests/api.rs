@@ -624,11 +624,11 @@ async fn transient_access_life_cycle() {
         (json!({"type": "ssh"}), "expire_after_minutes"),
         (
             json!({"expire_after_minutes": 20, "type": "ssh", "allow_only_cidr": "300.1.1.1/32"}),
-            "not a CIDR",
+            "not an address or a CIDR",
         ),
         (
             json!({"expire_after_minutes": 20, "type": "ssh", "allow_only_cidr": "10.0.0.0/99"}),
-            "not a CIDR",
+            "not an address or a CIDR",
         ),
         // Blank is not "anyone": it is refused, so a form left empty cannot open an access
         // to every source.

@@ -69,6 +69,9 @@ name = "edge-1"
 id = "{EDGE_ID}"
 ssh = "127.0.0.1:1"
 winbox = "127.0.0.1:2"
+# Nothing listens on either port; SSH accesses need a credential of their level to be made.
+credentials.full = {{ user = "admin", password = "device-full-pw" }}
+credentials.read_only = {{ user = "viewer", password = "device-ro-pw" }}
 
 [[devices]]
 name = "core-1"

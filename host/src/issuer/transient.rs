@@ -117,7 +117,8 @@ impl Issuer {
         };
         if new.kind == TransientKind::Ssh && device.credential(level).is_none() {
             return Err(IssuerError::Invalid(format!(
-                "device {:?} has no {} credential configured, so an SSH access at that level                  could never log in{}",
+                "device {:?} has no {} credential configured, so an SSH access at that level \
+                 could never log in{}",
                 device.name,
                 level.credential_name(),
                 if full_access {

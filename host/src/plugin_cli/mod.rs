@@ -79,7 +79,7 @@ pub enum PluginCommand {
         component: PathBuf,
         #[arg(required = true)]
         fixtures: Vec<PathBuf>,
-        /// Per-decision CPU deadline in ms, 1 to 1000 (default: the server's
+        /// Per-decision CPU deadline in ms, 1 to 10000 (default: the server's
         /// plugin_deadline_ms). The gateway takes the same range.
         #[arg(long, value_parser = clap::value_parser!(u64).range(DEADLINE_MS))]
         deadline_ms: Option<u64>,

@@ -48,6 +48,8 @@ groups = ["ops"]
 name = "edge-1"
 id = "d290f1ee-6c54-4b01-90e6-d701748f0851"
 ssh = "127.0.0.1:1"
+# Nothing listens there; SSH accesses need a credential of their level to be made at all.
+credentials.read_only = { user = "viewer", password = "viewer-pw" }
 
 [[devices]]
 name = "core-1"
