@@ -600,4 +600,21 @@ fn a_component_serving_several_hooks_is_inspected_and_tested_per_hook_from_a_com
         stderr.contains("does not serve the source hook"),
         "{stderr}"
     );
+    // A cache others may write to is not trusted: entries in it would be run as compiled code.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        cache.path().join("sallyport"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    let before = cached();
+    let out = run(&[
+        "plugin",
+        "inspect",
+        &repo("plugins/dist/default-source.wasm"),
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("not private to this user"), "{stderr}");
+    assert_eq!(cached(), before, "nothing written to an untrusted cache");
 }

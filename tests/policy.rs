@@ -577,8 +577,8 @@ async fn a_decision_in_flight_finishes_on_the_version_it_started_with() {
     let c = client();
     let admin = login(&c, &gw, "admin", "admin-pw").await;
     let dir = plugins_dir(&tmp);
-    // Version one takes a while to decide (about half a second of CPU here; its sidecar
-    // allows it the longest deadline there is) and grants 300 s.
+    // Version one takes a while to decide (about half a second of CPU here, well inside the
+    // second its sidecar allows it) and grants 300 s.
     std::fs::write(dir.join("slow.toml"), "deadline_ms = 1000\n").unwrap();
     drop_in(
         &dir,
@@ -711,6 +711,36 @@ async fn a_new_drop_in_with_a_broken_sidecar_denies_and_a_component_serves_every
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    std::fs::remove_file(dir.join("site.wasm")).unwrap();
+
+    // A second export of the wrong type does not go unused: that hook denies, naming why,
+    // while the well-typed one serves.
+    drop_in(
+        &dir,
+        "mixed.wasm",
+        &hostile::abstain_and_mistyped("authorize", "sudo"),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = post(
+            &c,
+            &gw,
+            &admin,
+            "/api/v1/opensession",
+            json!({"user":"alice","target_device":"edge-1"}),
+        )
+        .await;
+        // Until `site` (no groups configured, so it denies) is unloaded, its deny comes first.
+        let msg = body["message"].as_str().unwrap_or_default();
+        if status == 403 && msg.contains("mixed") {
+            assert!(msg.contains("does not have the type"), "{msg}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}\n{}", gw.plain_log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(issue(&c, &gw, &admin).await.0, 200, "authorize abstains");
     // The sidecar's text never reaches the log.
     assert!(!gw.log().contains(secret), "{}", gw.log());
 }

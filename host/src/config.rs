@@ -200,21 +200,50 @@ pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
             let before = text.get(..span.start).unwrap_or(text);
             let line = before.matches('\n').count() + 1;
             let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            // The key of that line (never its value) says which setting is meant.
+            // The key of that line (never its value) says which setting is meant; a line
+            // that does not start with a bare key, or lies inside a multi-line string (an odd
+            // number of triple quotes before it), names none.
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let earlier = text.get(..line_start).unwrap_or_default();
+            let in_string = earlier.matches("\"\"\"").count() % 2 == 1
+                || earlier.matches("\'\'\'").count() % 2 == 1;
             let key = text
                 .lines()
                 .nth(line - 1)
+                .filter(|_| !in_string)
                 .and_then(|l| l.split_once('='))
                 .map(|(k, _)| k.trim())
-                .filter(|k| !k.is_empty() && k.len() <= 64)
+                .filter(|k| {
+                    !k.is_empty()
+                        && k.len() <= 64
+                        && k.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                })
                 .map_or(String::new(), |k| format!(" ({k})"));
             format!(
                 "line {line}, column {column}{key}: {}",
-                e.message().trim_end()
+                without_value(e.message())
             )
         }
-        None => e.message().trim_end().to_string(),
+        None => without_value(e.message()),
     }
+}
+
+/// serde quotes the value it could not use (``invalid type: integer `123456`, expected a
+/// string``, `invalid type: string "…", expected u64`); that value may be a password or token
+/// written in the wrong place or form, so only its kind is kept.
+fn without_value(message: &str) -> String {
+    let message = message.trim_end();
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some((unexpected, expected)) = message
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split_once(", expected"))
+        {
+            let kind = unexpected.split_whitespace().next().unwrap_or("value");
+            return format!("{prefix}{kind}, expected{expected}");
+        }
+    }
+    message.to_string()
 }
 
 /// Access level a group grants on its devices.
@@ -317,6 +346,30 @@ pub enum Hook {
     Authorize,
     Sudo,
     Source,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 3] = [Hook::Authorize, Hook::Sudo, Hook::Source];
+
+    /// The name configuration files and the CLI use (`hook = "sudo"`, `--hook sudo`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::Authorize => "authorize",
+            Hook::Sudo => "sudo",
+            Hook::Source => "source",
+        }
+    }
+}
+
+impl std::str::FromStr for Hook {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Hook::ALL
+            .into_iter()
+            .find(|h| h.as_str() == s)
+            .ok_or_else(|| format!("{s:?}: expected authorize, sudo or source"))
+    }
 }
 
 /// `[[plugins]]`.
@@ -540,6 +593,26 @@ credentials.read_only = { user = "viewer", key_file = "keys/viewer" }
         let msg = parse(text).unwrap_err().to_string();
         assert!(msg.contains("line 3"), "{msg}");
         assert!(!msg.contains("hunter2"), "{msg}");
+        // A password of the wrong type: serde would quote it.
+        let msg = parse("[[users]]\nname = \"a\"\npassword = 123456\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("line 3") && msg.contains("(password)"),
+            "{msg}"
+        );
+        assert!(msg.contains("invalid type: integer, expected"), "{msg}");
+        assert!(!msg.contains("123456"), "{msg}");
+        let msg = parse("[server]\nplugin_deadline_ms = \"SECRET-TYPE-LEAK\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("invalid type: string, expected"), "{msg}");
+        assert!(!msg.contains("SECRET"), "{msg}");
+        // Inside a multi-line string no line is taken for a key (a bad escape there).
+        let text = "[[users]]\nname = \"a\"\npassword = \"\"\"\nc2VjcmV0=\\q\n\"\"\"\n";
+        let msg = parse(text).unwrap_err().to_string();
+        assert!(msg.contains("line 4"), "{msg}");
+        assert!(!msg.contains("c2VjcmV0"), "{msg}");
     }
 
     #[test]

@@ -45,7 +45,16 @@ fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            // Causes in order, each once: several errors repeat their source in their own
+            // message ("cannot read X: No such file"), which `{:#}` would print twice.
+            let mut text = e.to_string();
+            for cause in e.chain().skip(1) {
+                let cause = cause.to_string();
+                if !text.contains(&cause) {
+                    text = format!("{text}: {cause}");
+                }
+            }
+            eprintln!("Error: {text}");
             std::process::ExitCode::FAILURE
         }
     }

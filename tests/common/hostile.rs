@@ -36,6 +36,11 @@ const TYPES: &str = r#"
 /// body is `body` (it gets the request pointer as local 0 and must return a result pointer),
 /// with `data` placed at offset 2048 and `extra` added to the component (e.g. imports).
 pub fn component(export: &str, body: &str, data: &[u8], extra: &str) -> Vec<u8> {
+    with_tail(export, body, data, extra, "")
+}
+
+/// [`component`], with `tail` added at its end (further exports of the core instance `$i`).
+fn with_tail(export: &str, body: &str, data: &[u8], extra: &str, tail: &str) -> Vec<u8> {
     let data: String = data.iter().map(|b| format!("\\{b:02x}")).collect();
     let text = format!(
         r#"(component
@@ -49,12 +54,14 @@ pub fn component(export: &str, body: &str, data: &[u8], extra: &str) -> Vec<u8> 
       (global.set $bump (i32.add (local.get $p) (local.get 3)))
       (local.get $p))
     (func (export "decide") (param i32) (result i32) {body})
+    (func (export "takes-string") (param i32 i32) (result i32) (i32.const 2048))
     (data (i32.const 2048) "{data}"))
   (core instance $i (instantiate $m))
   {TYPES}
   (func $f (param "r" $request) (result $decision)
     (canon lift (core func $i "decide") (memory (core memory $i "mem")) (realloc (core func $i "realloc"))))
-  (export "{export}" (func $f)))"#
+  (export "{export}" (func $f))
+  {tail})"#
     );
     wat::parse_str(&text).unwrap_or_else(|e| panic!("bad test component: {e}\n{text}"))
 }
@@ -129,6 +136,17 @@ pub fn deny(export: &str, reason: &str) -> Vec<u8> {
 /// `abstain`.
 pub fn abstain(export: &str) -> Vec<u8> {
     component(export, "(i32.const 2048)", &[2, 0, 0, 0], "")
+}
+
+/// `abstain` on `export`, and a second export `mistyped` that takes a string instead of the
+/// request (built against some other interface).
+pub fn abstain_and_mistyped(export: &str, mistyped: &str) -> Vec<u8> {
+    let tail = format!(
+        r#"(func $g (param "r" string) (result $decision)
+    (canon lift (core func $i "takes-string") (memory (core memory $i "mem")) (realloc (core func $i "realloc"))))
+  (export "{mistyped}" (func $g))"#
+    );
+    with_tail(export, "(i32.const 2048)", &[2, 0, 0, 0], "", &tail)
 }
 
 /// Traps at once (what a guest panic compiles to).

@@ -83,12 +83,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 "invalid request body: {}",
                 inner(&e)
             ))),
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(
-                ApiError::PayloadTooLarge(format!("request body over {BODY_LIMIT} bytes")),
-            ),
-            Err(e) => Err(ApiError::BadRequest(format!(
-                "unreadable request body: {e}"
-            ))),
+            // Sizes were handled when the bytes were read; nothing else is left.
+            Err(e) => Err(ApiError::BadRequest(format!("invalid request body: {e}"))),
         }
     }
 }

@@ -271,7 +271,9 @@ fn source_cidr(text: &str) -> Option<String> {
         Err(_) => IpNet::from(text.parse::<std::net::IpAddr>().ok()?),
     };
     let net = match net {
-        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+        IpNet::V6(v6) => match v6.addr().to_ipv4_mapped() {
+            // Shorter than /96 it is not an IPv4 network at all, and matches no peer.
+            Some(_) if v6.prefix_len() < 96 => return None,
             Some(v4) => IpNet::V4(ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).ok()?),
             None => net,
         },
@@ -294,7 +296,7 @@ mod tests {
             ("2001:db8::/32", Some("2001:db8::/32")),
             ("::ffff:127.0.0.2/128", Some("127.0.0.2/32")),
             ("::ffff:192.0.2.0/120", Some("192.0.2.0/24")),
-            ("::ffff:0.0.0.0/64", Some("::ffff:0.0.0.0/64")),
+            ("::ffff:127.0.0.2/90", None),
             ("nope", None),
             ("10.0.0.0/33", None),
         ] {

@@ -12,7 +12,7 @@ mod new;
 mod table;
 mod templates;
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,20 +22,11 @@ use sallyport::config::Hook;
 use sallyport::policy::standalone::{self, StandaloneLimits, StandalonePlugin};
 
 fn parse_hook(s: &str) -> Result<Hook, String> {
-    match s {
-        "authorize" => Ok(Hook::Authorize),
-        "sudo" => Ok(Hook::Sudo),
-        "source" => Ok(Hook::Source),
-        other => Err(format!("{other:?}: expected authorize, sudo or source")),
-    }
+    s.parse()
 }
 
 fn hook_name(h: Hook) -> &'static str {
-    match h {
-        Hook::Authorize => "authorize",
-        Hook::Sudo => "sudo",
-        Hook::Source => "source",
-    }
+    h.as_str()
 }
 
 /// The per-plugin limits the gateway accepts (`config::check_plugin_limits`), so a run here
@@ -166,9 +157,13 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<()> {
 }
 
 fn world(p: &StandalonePlugin) -> String {
-    match p.hook {
-        Some(h) => format!("sallyport:policy/{}", standalone::world_name(h)),
-        None => "none (exports none of authorize, sudo, check-source)".into(),
+    match (p.hook, p.hooks.len()) {
+        (Some(h), 0 | 1) => format!("sallyport:policy/{}", standalone::world_name(h)),
+        (Some(_), _) => {
+            let worlds: Vec<&str> = p.hooks.iter().map(|h| standalone::world_name(*h)).collect();
+            format!("sallyport:policy/{{{}}} (several hooks)", worlds.join(", "))
+        }
+        (None, _) => "none (exports none of authorize, sudo, check-source)".into(),
     }
 }
 
@@ -187,12 +182,24 @@ fn cache_dir() -> Option<cap_std::fs::Dir> {
         .filter(|p| p.is_absolute())
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
     let dir = base.join("sallyport");
-    let made = std::fs::DirBuilder::new()
+    std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(&dir);
-    made.and_then(|()| cap_std::fs::Dir::open_ambient_dir(&dir, cap_std::ambient_authority()))
-        .ok()
+        .create(&dir)
+        .ok()?;
+    // A cached entry is trusted as wasmtime's own output, so the directory must be this
+    // user's and writable by nobody else (it may predate us, or be another user's when run
+    // under sudo with their HOME).
+    let meta = std::fs::metadata(&dir).ok()?;
+    let private = meta.uid() == rustix::process::geteuid().as_raw() && meta.mode() & 0o022 == 0;
+    if !private {
+        eprintln!(
+            "note: not using {} as a compile cache: it is not private to this user",
+            dir.display()
+        );
+        return None;
+    }
+    cap_std::fs::Dir::open_ambient_dir(&dir, cap_std::ambient_authority()).ok()
 }
 
 fn inspect(component: PathBuf) -> anyhow::Result<()> {

@@ -169,7 +169,10 @@ fn drop_in_read_error(dir: &Dir, file: &str, e: &std::io::Error) -> String {
     let symlink = dir
         .symlink_metadata(file)
         .is_ok_and(|m| m.file_type().is_symlink());
-    if symlink && e.kind() == std::io::ErrorKind::PermissionDenied {
+    if symlink
+        && e.kind() == std::io::ErrorKind::PermissionDenied
+        && e.to_string().contains("outside")
+    {
         format!(
             "{file}: a symbolic link to a file outside the plugins directory, which the gateway \
              does not follow; copy the component into the directory instead"
@@ -439,15 +442,26 @@ impl Loader {
         }
         let hooks: Vec<Hook> = match spec.hook {
             Some(h) => vec![h],
-            None => engine
-                .hooks_of(&component)
-                .into_iter()
-                .filter(|h| prepared.serves(*h))
-                .collect(),
+            None => engine.hooks_of(&component),
         };
         Ok(hooks
             .into_iter()
-            .map(|h| plugin(h, &hash, &meta, &prepared))
+            .map(|h| {
+                if prepared.serves(h) {
+                    return plugin(h, &hash, &meta, &prepared);
+                }
+                // Another hook it exports, with the wrong type: that hook fails closed rather
+                // than run without the rules its author meant for it.
+                let cause = match engine.prepare(&spec.name, h, &component) {
+                    Err(e) => e.to_string(),
+                    Ok(_) => format!("{}: cannot serve the {} hook", spec.name, h.as_str()),
+                };
+                tracing::error!(plugin = %spec.name, hook = ?h, error = %cause, "policy plugin cannot serve one of its hooks; that hook denies");
+                Plugin {
+                    hash: hash.clone(),
+                    ..Self::broken(spec, h, &cause)
+                }
+            })
             .collect())
     }
 

@@ -63,7 +63,8 @@ pub struct StandalonePlugin {
     /// The hook its export declares, if it exports one of `authorize`, `sudo`, `check-source`
     /// (the first of them, if it exports several).
     pub hook: Option<Hook>,
-    /// Every hook it serves (several for a component such as the built-in policy).
+    /// Every hook it exports (several for a component such as the built-in policy); one
+    /// exported with the wrong type faults when called.
     pub hooks: Vec<Hook>,
     pub imports: Vec<Item>,
     pub exports: Vec<Item>,
@@ -71,6 +72,7 @@ pub struct StandalonePlugin {
     prepared: Result<Prepared, String>,
     pub limits: StandaloneLimits,
     engine: Arc<PolicyEngine>,
+    component: Component,
 }
 
 impl std::fmt::Debug for StandalonePlugin {
@@ -172,12 +174,10 @@ fn load_from(
             .map_err(|e| e.to_string()),
         None => Err(engine::LoadError::NoWorld(name.to_string()).to_string()),
     };
+    // Every hook it exports; one exported with the wrong type is a fault when called, as
+    // in the gateway, where that hook denies.
     let hooks = match &prepared {
-        Ok(p) => engine
-            .hooks_of(&component)
-            .into_iter()
-            .filter(|h| p.serves(*h))
-            .collect(),
+        Ok(_) => engine.hooks_of(&component),
         Err(_) => hook.into_iter().collect(),
     };
     Ok(StandalonePlugin {
@@ -191,6 +191,7 @@ fn load_from(
         prepared,
         limits,
         engine,
+        component,
     })
 }
 
@@ -246,6 +247,15 @@ impl StandalonePlugin {
                 "it does not serve the {} hook",
                 super::engine::export_name(hook)
             )));
+        }
+        if let Ok(p) = &self.prepared
+            && !p.serves(hook)
+        {
+            let cause = match self.engine.prepare(&self.name, hook, &self.component) {
+                Err(e) => e.to_string(),
+                Ok(_) => format!("it cannot serve the {} hook", hook.as_str()),
+            };
+            return Err(Fault::Unloadable(cause));
         }
         let prepared = self
             .prepared
