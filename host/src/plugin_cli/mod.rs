@@ -21,14 +21,6 @@ use clap::Subcommand;
 use sallyport::config::Hook;
 use sallyport::policy::standalone::{self, StandaloneLimits, StandalonePlugin};
 
-fn parse_hook(s: &str) -> Result<Hook, String> {
-    s.parse()
-}
-
-fn hook_name(h: Hook) -> &'static str {
-    h.as_str()
-}
-
 /// The per-plugin limits the gateway accepts (`config::check_plugin_limits`), so a run here
 /// never uses one the gateway would refuse: a zero deadline or cap could never decide.
 const DEADLINE_MS: std::ops::RangeInclusive<u64> = 1..=sallyport::config::MAX_PLUGIN_DEADLINE_MS;
@@ -42,7 +34,7 @@ pub enum PluginCommand {
         /// Crate name: lower-case letters, digits, '-' and '_'.
         name: String,
         /// The hook it serves: authorize, sudo or source.
-        #[arg(long, default_value = "authorize", value_parser = parse_hook)]
+        #[arg(long, default_value = "authorize", value_parser = str::parse::<Hook>)]
         hook: Hook,
         /// Directory to create (default: ./NAME).
         #[arg(long)]
@@ -80,7 +72,7 @@ pub enum PluginCommand {
         memory_mb: Option<u64>,
         /// The hook to call, for a component that serves several (default: the first it
         /// exports): authorize, sudo or source.
-        #[arg(long, value_parser = parse_hook)]
+        #[arg(long, value_parser = str::parse::<Hook>)]
         hook: Option<Hook>,
     },
     /// Print a component's world, policy package version, imports, exports and SHA-256; exits
@@ -211,7 +203,7 @@ fn inspect(component: PathBuf) -> anyhow::Result<()> {
     println!("size:      {} bytes", p.size);
     println!("world:     {}", world(&p));
     if p.hooks.len() > 1 {
-        let names: Vec<&str> = p.hooks.iter().map(|h| hook_name(*h)).collect();
+        let names: Vec<&str> = p.hooks.iter().map(|h| h.as_str()).collect();
         println!(
             "hooks:     {} (one component serving each; `plugin test --hook`)",
             names.join(", ")
@@ -280,10 +272,10 @@ fn test(
         Some(h) => bail!(
             "{} does not serve the {} hook (it serves: {})",
             component.display(),
-            hook_name(h),
+            h.as_str(),
             p.hooks
                 .iter()
-                .map(|h| hook_name(*h))
+                .map(|h| h.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -292,7 +284,7 @@ fn test(
         bail!("{} serves no hook", component.display());
     };
     if p.hooks.len() > 1 {
-        println!("testing its {} hook", hook_name(hook));
+        println!("testing its {} hook", hook.as_str());
     }
     let (mut failed, mut total) = (0, 0);
     for file in fixture::expand(&fixtures)? {

@@ -185,14 +185,6 @@ pub fn create(name: &str, hook: Hook, dir: &Path, sdk: &Sdk) -> anyhow::Result<V
     Ok(written)
 }
 
-fn hook_word(hook: Hook) -> &'static str {
-    match hook {
-        Hook::Authorize => "authorize",
-        Hook::Sudo => "sudo",
-        Hook::Source => "source",
-    }
-}
-
 fn cargo_toml(name: &str, hook: Hook, sdk: &Sdk) -> String {
     format!(
         r#"[package]
@@ -220,7 +212,7 @@ codegen-units = 1
 strip = true
 panic = "abort"
 "#,
-        hook = hook_word(hook),
+        hook = hook.as_str(),
         dep = sdk.dependency()
     )
 }
@@ -254,7 +246,7 @@ the sallyport repository for the format); a fixture without `[expect]` only prin
 Load it with a `[[plugins]]` entry (`hook = "{hook}"`, `path = ".../{name}.wasm"`, `config = {{ … }}`)
 or by copying the component into the gateway's `plugins_dir`, with its config in `{name}.toml`.
 "#,
-        hook = hook_word(hook),
+        hook = hook.as_str(),
         world = sallyport::policy::standalone::world_name(hook),
     )
 }
@@ -327,7 +319,7 @@ mod tests {
             // The source template is a deny-list: where it does not deny, it has no opinion.
             (Hook::Source, Want::Abstain),
         ] {
-            let dir = tmp.path().join(hook_word(hook));
+            let dir = tmp.path().join(hook.as_str());
             create("p", hook, &dir, &sdk).unwrap();
             let files = fixture::expand(&[dir.join("fixtures")]).unwrap();
             let wants: Vec<Want> = files

@@ -421,7 +421,7 @@ impl PolicyEngine {
     /// The hooks a component serves, from its exports (a built-in component serves several).
     pub fn hooks_of(&self, component: &Component) -> Vec<Hook> {
         let exports = self.exports(component);
-        [Hook::Authorize, Hook::Sudo, Hook::Source]
+        Hook::ALL
             .into_iter()
             .filter(|h| exports.iter().any(|e| e == export_name(*h)))
             .collect()

@@ -607,7 +607,7 @@ impl Loader {
                     // unknown) deny until it is fixed or removed. Failing open is not an option.
                     tracing::error!(plugin = %spec.name, error = %e, "policy plugin cannot run; its hook denies until it is fixed or removed");
                     let hooks = if hooks.is_empty() {
-                        vec![Hook::Authorize, Hook::Sudo, Hook::Source]
+                        Hook::ALL.to_vec()
                     } else {
                         hooks
                     };
