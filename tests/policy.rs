@@ -25,15 +25,13 @@ fn plugins_dir(tmp: &tempfile::TempDir) -> PathBuf {
     tmp.path().join("data/plugins")
 }
 
+/// admin issuing for themself (no `sudo` decision).
+fn for_admin() -> serde_json::Value {
+    json!({"user":"admin","target_device":"edge-1","duration":60})
+}
+
 async fn issue(c: &reqwest::Client, gw: &Gateway, ticket: &str) -> (u16, serde_json::Value) {
-    post(
-        c,
-        gw,
-        ticket,
-        "/api/v1/opensession",
-        json!({"user":"admin","target_device":"edge-1","duration":60}),
-    )
-    .await
+    post(c, gw, ticket, "/api/v1/opensession", for_admin()).await
 }
 
 async fn wait_for(
@@ -42,9 +40,21 @@ async fn wait_for(
     ticket: &str,
     pred: impl Fn(&(u16, serde_json::Value)) -> bool,
 ) -> (u16, serde_json::Value) {
+    wait_for_issue(c, gw, ticket, for_admin(), pred).await
+}
+
+/// Asks for a one-time key with `body` until the answer satisfies `pred` (a policy change
+/// takes effect within the reload poll).
+async fn wait_for_issue(
+    c: &reqwest::Client,
+    gw: &Gateway,
+    ticket: &str,
+    body: serde_json::Value,
+    pred: impl Fn(&(u16, serde_json::Value)) -> bool,
+) -> (u16, serde_json::Value) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let got = issue(c, gw, ticket).await;
+        let got = post(c, gw, ticket, "/api/v1/opensession", body.clone()).await;
         if pred(&got) {
             return got;
         }
@@ -244,34 +254,14 @@ async fn drop_ins_combine_reload_and_keep_the_old_version_when_broken() {
         &hostile::deny("sudo", "no acting for others today"),
     )
     .await;
-    let alice_for = |c: reqwest::Client, gw_url: String, admin: String| async move {
-        let r = c
-            .post(format!("{gw_url}/api/v1/opensession"))
-            .header("ticket", admin)
-            .json(&json!({"user":"alice","target_device":"edge-1"}))
-            .send()
-            .await
-            .unwrap();
-        (
-            r.status().as_u16(),
-            r.json::<serde_json::Value>().await.unwrap(),
-        )
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = alice_for(c.clone(), gw.base.clone(), admin.clone()).await;
-        if got.0 == 403 {
-            assert!(
-                got.1["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("no acting for others today")
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let for_alice = json!({"user":"alice","target_device":"edge-1"});
+    let got = wait_for_issue(&c, &gw, &admin, for_alice, |g| g.0 == 403).await;
+    assert!(
+        got.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("no acting for others today")
+    );
     assert_eq!(
         issue(&c, &gw, &admin).await.0,
         200,
@@ -721,25 +711,17 @@ async fn a_new_drop_in_with_a_broken_sidecar_denies_and_a_component_serves_every
         &hostile::abstain_and_mistyped("authorize", "sudo"),
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, body) = post(
-            &c,
-            &gw,
-            &admin,
-            "/api/v1/opensession",
-            json!({"user":"alice","target_device":"edge-1"}),
-        )
-        .await;
-        // Until `site` (no groups configured, so it denies) is unloaded, its deny comes first.
-        let msg = body["message"].as_str().unwrap_or_default();
-        if status == 403 && msg.contains("mixed") {
-            assert!(msg.contains("does not have the type"), "{msg}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "{body}\n{}", gw.plain_log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Until `site` (no groups configured, so it denies) is unloaded, its deny comes first.
+    let for_alice = json!({"user":"alice","target_device":"edge-1"});
+    let got = wait_for_issue(&c, &gw, &admin, for_alice, |(status, body)| {
+        *status == 403
+            && body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("mixed"))
+    })
+    .await;
+    let msg = got.1["message"].as_str().unwrap();
+    assert!(msg.contains("does not have the type"), "{msg}");
     assert_eq!(issue(&c, &gw, &admin).await.0, 200, "authorize abstains");
     // The sidecar's text never reaches the log.
     assert!(!gw.log().contains(secret), "{}", gw.log());
