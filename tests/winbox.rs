@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{Gateway, client, get, login, post};
+use common::{Gateway, assert_error, client, get, login, post};
 use fixture::*;
 use routeros_double::RouterOsDouble;
 use serde_json::json;
@@ -316,17 +316,13 @@ async fn a_port_held_by_another_socket_is_never_given_out_and_a_restored_one_wai
     let blocker = std::net::TcpListener::bind("127.0.0.1:28100").unwrap();
     let f = Fixture::start("28100-28100", echo.addr, None).await;
     // Another program's port is not handed out: the access's connections would reach it.
-    let (status, body) = f
+    let held = f
         .create(
             EDGE_ID,
             json!({"expire_after_minutes": 15, "type": "winbox", "allow_only_cidr": "127.0.0.1/32"}),
         )
         .await;
-    assert_eq!(status, 503, "{body}");
-    assert!(
-        body["message"].as_str().unwrap().contains("no free port"),
-        "{body}"
-    );
+    assert_error(&held, 503, "no free port");
     drop(blocker);
     let a = f.winbox("127.0.0.1/32").await;
     assert_eq!(port_of(&a), 28100);
