@@ -255,6 +255,15 @@ pub enum AccessLevel {
 }
 
 impl AccessLevel {
+    /// The level of a transient access's `full_access` flag.
+    pub fn from_full_access(full_access: bool) -> Self {
+        if full_access {
+            AccessLevel::Full
+        } else {
+            AccessLevel::ReadOnly
+        }
+    }
+
     /// The name of the device credential for this level (`credentials.full`,
     /// `credentials.read_only`).
     pub fn credential_name(self) -> &'static str {

@@ -164,11 +164,7 @@ impl Issuer {
             TransientKind::Winbox => Protocol::Winbox,
         };
         let mut req = self.request(Action::Connect, creator, creator, device, protocol);
-        req.access = if access.full_access {
-            AccessLevel::Full
-        } else {
-            AccessLevel::ReadOnly
-        };
+        req.access = AccessLevel::from_full_access(access.full_access);
         req.ttl_seconds =
             u32::try_from((access.expires_at - now).max(0) / 1000).unwrap_or(u32::MAX);
         req.source = Some(src.clone());

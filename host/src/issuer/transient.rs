@@ -85,11 +85,7 @@ impl Issuer {
             device,
             protocol,
         );
-        req.access = if new.full_access {
-            AccessLevel::Full
-        } else {
-            AccessLevel::ReadOnly
-        };
+        req.access = AccessLevel::from_full_access(new.full_access);
         req.ttl_seconds = (new.expire_after_minutes * 60) as u32;
         req.allow_only_cidr = cidr.clone();
         req.allow_rfc1918 = new.allow_rfc1918;
@@ -110,11 +106,7 @@ impl Issuer {
         let full_access = new.full_access && grant.access != Some(AccessLevel::ReadOnly);
         // An SSH access logs in to the device with the gateway's stored credential of its
         // level: without one, every login would fail, so the access is not made at all.
-        let level = if full_access {
-            AccessLevel::Full
-        } else {
-            AccessLevel::ReadOnly
-        };
+        let level = AccessLevel::from_full_access(full_access);
         if new.kind == TransientKind::Ssh && device.credential(level).is_none() {
             return Err(IssuerError::Invalid(format!(
                 "device {:?} has no {} credential configured, so an SSH access at that level \

@@ -271,11 +271,7 @@ impl Gate {
                 self.peer().ip(),
             )
             .await?;
-        let level = if access.full_access {
-            AccessLevel::Full
-        } else {
-            AccessLevel::ReadOnly
-        };
+        let level = AccessLevel::from_full_access(access.full_access);
         Ok(Target {
             level: grant.cap(level),
             identity: Identity {
