@@ -1,7 +1,7 @@
 //! End-to-end tests of the SSH forwarder as automation sees it, against the real binary and a
 //! real `sshd` as the device: paramiko (Debian's `python3-paramiko`, behind Netmiko and
-//! Ansible's paramiko connection) instead of OpenSSH, and the session's state in tracking once
-//! its connection has ended.
+//! Ansible's paramiko connection) instead of OpenSSH, OpenSSH with each cipher the gateway
+//! implements, and the session's state in tracking once its connection has ended.
 
 // Test code: a failed step should stop the test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -82,6 +82,36 @@ async fn paramiko_logs_in_after_wrong_attempts_on_the_same_connection() {
         Duration::from_secs(60),
     );
     assert_ne!(code, 0);
+}
+
+/// The gateway seals and opens ChaCha20-Poly1305 with OpenSSL's libcrypto
+/// (`vendor/chachapoly`) and AES-GCM and AES-CTR with aws-lc: OpenSSH must read what each of
+/// them writes and the other way round, so 1 MB goes to the device and back under each.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_cipher_openssh_picks_carries_data_both_ways() {
+    let f = SshFixture::start("24420-24429", "");
+    let input = f.tmp.path().join("in.bin");
+    let content: Vec<u8> = (0..1_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    std::fs::write(&input, &content).unwrap();
+    for cipher in [
+        "chacha20-poly1305@openssh.com",
+        "aes256-gcm@openssh.com",
+        "aes128-ctr",
+    ] {
+        let otk = f.otk("admin", "edge-1").await;
+        let mut cmd = ssh(f.ssh_port, "admin:edge-1", &otk, &["-c", cipher, "cat"]);
+        cmd.stdin(std::fs::File::open(&input).unwrap());
+        let output = cmd.output().unwrap();
+        assert!(
+            output.status.success(),
+            "{cipher}: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            f.gw.log()
+        );
+        assert!(output.stdout == content, "{cipher}: the echo differs");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -20,6 +20,8 @@ use aws_lc_rs::aead::chacha20_poly1305_openssh;
 #[cfg(all(not(feature = "aws-lc-rs"), feature = "ring"))]
 use ring::aead::chacha20_poly1305_openssh;
 
+#[cfg(feature = "openssl-chacha")]
+use sallyport_chachapoly as openssl;
 use super::super::Error;
 use crate::mac::MacAlgorithm;
 
@@ -37,10 +39,14 @@ impl super::Cipher for SshChacha20Poly1305Cipher {
         _: &[u8],
         _: &dyn MacAlgorithm,
     ) -> Box<dyn super::OpeningKey + Send> {
-        Box::new(OpeningKey(chacha20_poly1305_openssh::OpeningKey::new(
-            #[allow(clippy::unwrap_used)]
-            k.try_into().unwrap(),
-        )))
+        Box::new(OpeningKey {
+            aws: chacha20_poly1305_openssh::OpeningKey::new(
+                #[allow(clippy::unwrap_used)]
+                k.try_into().unwrap(),
+            ),
+            #[cfg(feature = "openssl-chacha")]
+            openssl: openssl::Engine::new(k),
+        })
     }
 
     fn make_sealing_key(
@@ -50,16 +56,32 @@ impl super::Cipher for SshChacha20Poly1305Cipher {
         _: &[u8],
         _: &dyn MacAlgorithm,
     ) -> Box<dyn super::SealingKey + Send> {
-        Box::new(SealingKey(chacha20_poly1305_openssh::SealingKey::new(
-            #[allow(clippy::unwrap_used)]
-            k.try_into().unwrap(),
-        )))
+        Box::new(SealingKey {
+            aws: chacha20_poly1305_openssh::SealingKey::new(
+                #[allow(clippy::unwrap_used)]
+                k.try_into().unwrap(),
+            ),
+            #[cfg(feature = "openssl-chacha")]
+            openssl: openssl::Engine::new(k),
+        })
     }
 }
 
-pub struct OpeningKey(chacha20_poly1305_openssh::OpeningKey);
+// sallyport change: with the `openssl-chacha` feature, packets are sealed and opened by
+// OpenSSL's libcrypto (`vendor/chachapoly`), which is about twice as fast on CPUs
+// with AVX-512. The aws-lc key stays: it decrypts packet lengths (four bytes, `&self`) and
+// takes over if libcrypto could not be set up or fails before a packet was changed.
+pub struct OpeningKey {
+    aws: chacha20_poly1305_openssh::OpeningKey,
+    #[cfg(feature = "openssl-chacha")]
+    openssl: Option<openssl::Engine>,
+}
 
-pub struct SealingKey(chacha20_poly1305_openssh::SealingKey);
+pub struct SealingKey {
+    aws: chacha20_poly1305_openssh::SealingKey,
+    #[cfg(feature = "openssl-chacha")]
+    openssl: Option<openssl::Engine>,
+}
 
 impl super::OpeningKey for OpeningKey {
     fn decrypt_packet_length(
@@ -67,7 +89,7 @@ impl super::OpeningKey for OpeningKey {
         sequence_number: u32,
         encrypted_packet_length: &[u8],
     ) -> [u8; 4] {
-        self.0.decrypt_packet_length(
+        self.aws.decrypt_packet_length(
             sequence_number,
             #[allow(clippy::unwrap_used)]
             encrypted_packet_length.try_into().unwrap(),
@@ -86,7 +108,24 @@ impl super::OpeningKey for OpeningKey {
         let ciphertext_len = ciphertext_and_tag.len() - self.tag_len();
         let (ciphertext_in_plaintext_out, tag) = ciphertext_and_tag.split_at_mut(ciphertext_len);
 
-        self.0
+        #[cfg(feature = "openssl-chacha")]
+        if let Some(engine) = &mut self.openssl {
+            #[allow(clippy::unwrap_used)]
+            match engine.open(sequence_number, ciphertext_in_plaintext_out, &tag.try_into().unwrap())
+            {
+                Ok(()) => {
+                    return ciphertext_in_plaintext_out
+                        .get(super::PACKET_LENGTH_LEN..)
+                        .ok_or(Error::DecryptionError);
+                }
+                Err(openssl::Failure::Untouched) => self.openssl = None,
+                Err(openssl::Failure::BadTag | openssl::Failure::Touched) => {
+                    return Err(Error::DecryptionError);
+                }
+            }
+        }
+
+        self.aws
             .open_in_place(
                 sequence_number,
                 ciphertext_in_plaintext_out,
@@ -133,7 +172,24 @@ impl super::SealingKey for SealingKey {
         plaintext_in_ciphertext_out: &mut [u8],
         tag: &mut [u8],
     ) {
-        self.0.seal_in_place(
+        #[cfg(feature = "openssl-chacha")]
+        if let Some(engine) = &mut self.openssl {
+            #[allow(clippy::unwrap_used)]
+            let tag_out: &mut [u8; chacha20_poly1305_openssh::TAG_LEN] = tag.try_into().unwrap();
+            match engine.seal(sequence_number, plaintext_in_ciphertext_out, tag_out) {
+                Ok(()) => return,
+                Err(openssl::Failure::Untouched | openssl::Failure::BadTag) => self.openssl = None,
+                Err(openssl::Failure::Touched) => {
+                    // Half-encrypted: a tag that cannot match makes the peer drop the
+                    // connection instead of reading garbage.
+                    tag_out.fill(0);
+                    self.openssl = None;
+                    return;
+                }
+            }
+        }
+
+        self.aws.seal_in_place(
             sequence_number,
             plaintext_in_ciphertext_out,
             #[allow(clippy::unwrap_used)]
