@@ -235,7 +235,7 @@ mod tests {
     fn seals_as_aws_lc_does() {
         let mut engine = Engine::new(&key()).unwrap();
         let aws = reference::SealingKey::new(&key());
-        // Short packets, a block boundary, a full channel packet; sequence numbers that wrap.
+        // Short packets, a block boundary, a full channel packet; the largest sequence number.
         for (len, seq) in [
             (8, 0),
             (64, 1),
