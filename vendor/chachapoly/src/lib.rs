@@ -4,14 +4,15 @@
 //! The construction is the one in OpenSSH's PROTOCOL.chacha20poly1305 and
 //! cipher-chachapoly-libcrypto.c, byte for byte what aws-lc's `chacha20_poly1305_openssh`
 //! computes (the tests below compare the two). Only the primitives differ: OpenSSL has AVX-512
-//! code for ChaCha20 and Poly1305 where aws-lc has AVX2 for ChaCha20 and portable code for
-//! Poly1305, so a 32 KiB channel packet is sealed or opened about twice as fast
+//! code for ChaCha20 and Poly1305 where aws-lc (as built by aws-lc-sys) has AVX2 for ChaCha20
+//! and SSE2 C for Poly1305, so a 32 KiB channel packet is sealed or opened about twice as fast
 //! (BENCHMARKS.md). A forwarding gateway does that twice for every byte it carries.
 //!
-//! Every call into libcrypto goes through the two context types below, which own their
-//! pointers and free them on drop; nothing here can panic. A libcrypto failure (it would take
-//! an allocation failure) is reported as a [`Failure`] saying whether the buffer was changed,
-//! so the caller can fall back to another implementation or fail the packet.
+//! The libcrypto contexts live in the two types below, which own their pointers and free them
+//! on drop; nothing here can panic. [`Engine::new`] gives `None` where libcrypto offers no
+//! ChaCha20 or Poly1305 (say, a FIPS-only configuration), and a later libcrypto failure (it
+//! would take an allocation failure) is reported as a [`Failure`] saying whether the buffer
+//! was changed, so the caller can fall back to another implementation or fail the packet.
 
 // The one crate in the workspace with `unsafe`: it is the FFI boundary, kept this small.
 #![allow(unsafe_code)]
@@ -35,6 +36,13 @@ pub enum Failure {
     Untouched,
     /// libcrypto reported an error after the buffer was partly rewritten.
     Touched,
+}
+
+/// Drops the reasons libcrypto queued for a failed call, so that they are not blamed on a
+/// later, unrelated call on this thread.
+fn clear_errors() {
+    // SAFETY: no arguments; it empties this thread's error queue.
+    unsafe { ffi::ERR_clear_error() }
 }
 
 /// An `EVP_CIPHER_CTX` keyed for ChaCha20; each use sets a new IV.
@@ -61,6 +69,9 @@ impl ChaCha {
                 ptr::null(),
                 1,
             );
+            if ok != 1 {
+                clear_errors();
+            }
             (ok == 1).then_some(ctx)
         }
     }
@@ -76,10 +87,12 @@ impl ChaCha {
         iv[..8].copy_from_slice(&counter.to_le_bytes());
         iv[8..].copy_from_slice(&u64::from(seq).to_be_bytes());
         let mut out_len = 0;
+        let data = buf.as_mut_ptr();
         // SAFETY: the context was keyed in `new`; re-initialising with only an IV keeps the
-        // key and resets the stream position. A stream cipher writes exactly `len` bytes, so
+        // key and resets the stream position. A stream cipher writes exactly `len` bytes, and
+        // OpenSSL allows the output to be the input (only a partial overlap is refused), so
         // encrypting `buf` in place stays inside it.
-        unsafe {
+        let ok = unsafe {
             ffi::EVP_CipherInit_ex(
                 self.0.as_ptr(),
                 ptr::null(),
@@ -88,15 +101,13 @@ impl ChaCha {
                 iv.as_ptr(),
                 1,
             ) == 1
-                && ffi::EVP_CipherUpdate(
-                    self.0.as_ptr(),
-                    buf.as_mut_ptr(),
-                    &mut out_len,
-                    buf.as_ptr(),
-                    len,
-                ) == 1
+                && ffi::EVP_CipherUpdate(self.0.as_ptr(), data, &mut out_len, data, len) == 1
                 && out_len == len
+        };
+        if !ok {
+            clear_errors();
         }
+        ok
     }
 }
 
@@ -120,6 +131,7 @@ impl Poly1305 {
         unsafe {
             let mac = ffi::EVP_MAC_fetch(ptr::null_mut(), c"POLY1305".as_ptr(), ptr::null());
             if mac.is_null() {
+                clear_errors();
                 return None;
             }
             let ctx = ffi::EVP_MAC_CTX_new(mac);
@@ -138,6 +150,9 @@ impl Poly1305 {
                 && ffi::EVP_MAC_update(self.0.as_ptr(), data.as_ptr(), data.len()) == 1
                 && ffi::EVP_MAC_final(self.0.as_ptr(), tag.as_mut_ptr(), &mut tag_len, TAG_LEN) == 1
         };
+        if !ok {
+            clear_errors();
+        }
         (ok && tag_len == TAG_LEN).then_some(tag)
     }
 }
@@ -176,7 +191,8 @@ impl Engine {
     }
 
     /// Encrypts `packet` (length, then padding length, payload and padding) in place and
-    /// writes its tag.
+    /// writes its tag. On `Err(Touched)` the packet may be partly encrypted, partly not: the
+    /// caller must not send it as it is.
     pub fn seal(
         &mut self,
         seq: u32,
@@ -270,8 +286,9 @@ mod tests {
         // the buffer is left as it came.
         let mut flipped = sealed.clone();
         flipped[100] ^= 1;
+        let as_flipped = flipped.clone();
         assert_eq!(engine.open(9, &mut flipped, &tag), Err(Failure::BadTag));
-        assert_eq!(flipped[101..], sealed[101..]);
+        assert_eq!(flipped, as_flipped);
         let mut bad_tag = tag;
         bad_tag[15] ^= 0x80;
         let mut copy = sealed.clone();

@@ -180,8 +180,10 @@ impl super::SealingKey for SealingKey {
                 Ok(()) => return,
                 Err(openssl::Failure::Untouched | openssl::Failure::BadTag) => self.openssl = None,
                 Err(openssl::Failure::Touched) => {
-                    // Half-encrypted: a tag that cannot match makes the peer drop the
-                    // connection instead of reading garbage.
+                    // Partly encrypted, so partly plaintext: nothing of it may leave. This
+                    // method cannot fail, so the packet goes out as zeros with a zero tag,
+                    // which the peer refuses, and it closes the connection.
+                    plaintext_in_ciphertext_out.fill(0);
                     tag_out.fill(0);
                     self.openssl = None;
                     return;
