@@ -90,6 +90,30 @@ async fn paramiko_logs_in_after_wrong_attempts_on_the_same_connection() {
 #[tokio::test(flavor = "multi_thread")]
 async fn each_cipher_openssh_picks_carries_data_both_ways() {
     let f = SshFixture::start("24420-24429", "");
+    each_cipher_carries_data(&f).await;
+    assert!(!f.gw.plain_log().contains("using aws-lc"));
+}
+
+/// Where libcrypto offers no ChaCha20 (here: an OpenSSL configuration that asks for FIPS
+/// implementations, which Debian does not ship), the gateway falls back to aws-lc's.
+#[tokio::test(flavor = "multi_thread")]
+async fn chacha20_poly1305_falls_back_to_aws_lc_when_libcrypto_lacks_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("openssl.cnf");
+    std::fs::write(
+        &conf,
+        "openssl_conf = openssl_init\n[openssl_init]\nalg_section = evp_properties\n\
+         [evp_properties]\ndefault_properties = \"fips=yes\"\n",
+    )
+    .unwrap();
+    let env = [("OPENSSL_CONF", conf.to_str().unwrap())];
+    let f = SshFixture::start_env("24430-24439", "", &env);
+    each_cipher_carries_data(&f).await;
+    let log = f.gw.plain_log();
+    assert_eq!(log.matches("using aws-lc").count(), 1, "{log}");
+}
+
+async fn each_cipher_carries_data(f: &SshFixture) {
     let input = f.tmp.path().join("in.bin");
     let content: Vec<u8> = (0..1_000_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)

@@ -100,13 +100,33 @@ impl Gateway {
         )
     }
 
+    /// `start` with extra environment variables for the gateway process.
+    pub fn start_env(config_path: &Path, env: &[(&str, &str)]) -> Gateway {
+        Self::spawn(
+            &["serve", "--config", config_path.to_str().unwrap()],
+            config_path,
+            None,
+            env,
+        )
+    }
+
     pub fn start_args(args: &[&str], config_path: &Path, cwd: Option<&Path>) -> Gateway {
+        Self::spawn(args, config_path, cwd, &[])
+    }
+
+    fn spawn(
+        args: &[&str],
+        config_path: &Path,
+        cwd: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let log = std::fs::File::create(config_path.with_extension("log")).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sallyport"));
         cmd.args(args)
             .stdout(Stdio::piped())
             .stderr(log)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied());
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
@@ -508,6 +528,11 @@ pub struct SshFixture {
 
 impl SshFixture {
     pub fn start(ports: &str, extra: &str) -> SshFixture {
+        Self::start_env(ports, extra, &[])
+    }
+
+    /// `start` with extra environment variables for the gateway process.
+    pub fn start_env(ports: &str, extra: &str, env: &[(&str, &str)]) -> SshFixture {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         std::fs::create_dir_all(data.join("keys")).unwrap();
@@ -515,7 +540,7 @@ impl SshFixture {
         let sshd = Sshd::start(&tmp.path().join("sshd"), None, &ro_pubkey);
         let path = tmp.path().join("sallyport.toml");
         std::fs::write(&path, ssh_config(&data, ports, &sshd, extra)).unwrap();
-        let gw = Gateway::start(&path);
+        let gw = Gateway::start_env(&path, env);
         let ssh_port = gw.ssh_port();
         SshFixture {
             tmp,

@@ -45,7 +45,7 @@ impl super::Cipher for SshChacha20Poly1305Cipher {
                 k.try_into().unwrap(),
             ),
             #[cfg(feature = "openssl-chacha")]
-            openssl: openssl::Engine::new(k),
+            openssl: openssl_engine(k),
         })
     }
 
@@ -62,7 +62,7 @@ impl super::Cipher for SshChacha20Poly1305Cipher {
                 k.try_into().unwrap(),
             ),
             #[cfg(feature = "openssl-chacha")]
-            openssl: openssl::Engine::new(k),
+            openssl: openssl_engine(k),
         })
     }
 }
@@ -71,6 +71,24 @@ impl super::Cipher for SshChacha20Poly1305Cipher {
 // OpenSSL's libcrypto (`vendor/chachapoly`), which is about twice as fast on CPUs
 // with AVX-512. The aws-lc key stays: it decrypts packet lengths (four bytes, `&self`) and
 // takes over if libcrypto could not be set up or fails before a packet was changed.
+/// The libcrypto engine for key `k`; without one (libcrypto offers no ChaCha20 or Poly1305,
+/// as under a FIPS-only configuration) aws-lc does the work, and the log says so once.
+#[cfg(feature = "openssl-chacha")]
+fn openssl_engine(k: &[u8]) -> Option<openssl::Engine> {
+    let engine = openssl::Engine::new(k);
+    if engine.is_none() {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            log::warn!(
+                "chacha20-poly1305@openssh.com: OpenSSL's libcrypto offers no ChaCha20 or \
+                 Poly1305 (see its configuration, OPENSSL_CONF); using aws-lc's, which costs \
+                 more CPU"
+            );
+        });
+    }
+    engine
+}
+
 pub struct OpeningKey {
     aws: chacha20_poly1305_openssh::OpeningKey,
     #[cfg(feature = "openssl-chacha")]
@@ -118,8 +136,13 @@ impl super::OpeningKey for OpeningKey {
                         .get(super::PACKET_LENGTH_LEN..)
                         .ok_or(Error::DecryptionError);
                 }
-                Err(openssl::Failure::Untouched) => self.openssl = None,
-                Err(openssl::Failure::BadTag | openssl::Failure::Touched) => {
+                Err(openssl::Failure::BadTag) => return Err(Error::DecryptionError),
+                Err(openssl::Failure::Untouched) => {
+                    log::warn!("libcrypto failed to open a packet; aws-lc takes over");
+                    self.openssl = None;
+                }
+                Err(openssl::Failure::Touched) => {
+                    log::warn!("libcrypto failed half-way through opening a packet");
                     return Err(Error::DecryptionError);
                 }
             }
@@ -178,8 +201,12 @@ impl super::SealingKey for SealingKey {
             let tag_out: &mut [u8; chacha20_poly1305_openssh::TAG_LEN] = tag.try_into().unwrap();
             match engine.seal(sequence_number, plaintext_in_ciphertext_out, tag_out) {
                 Ok(()) => return,
-                Err(openssl::Failure::Untouched | openssl::Failure::BadTag) => self.openssl = None,
+                Err(openssl::Failure::Untouched | openssl::Failure::BadTag) => {
+                    log::warn!("libcrypto failed to seal a packet; aws-lc takes over");
+                    self.openssl = None;
+                }
                 Err(openssl::Failure::Touched) => {
+                    log::warn!("libcrypto failed half-way through sealing a packet");
                     // Partly encrypted, so partly plaintext: nothing of it may leave. This
                     // method cannot fail, so the packet goes out as zeros with a zero tag,
                     // which the peer refuses, and it closes the connection.
