@@ -86,7 +86,8 @@ async fn paramiko_logs_in_after_wrong_attempts_on_the_same_connection() {
 
 /// The gateway seals and opens ChaCha20-Poly1305 with OpenSSL's libcrypto
 /// (`vendor/chachapoly`) and AES-GCM and AES-CTR with aws-lc: OpenSSH must read what each of
-/// them writes and the other way round, so 1 MB goes to the device and back under each.
+/// them writes and the other way round, so 1 MB goes to the device and back under each, with
+/// a rekey every 256 KiB (each one makes new keys, and a new libcrypto context, mid-stream).
 #[tokio::test(flavor = "multi_thread")]
 async fn each_cipher_openssh_picks_carries_data_both_ways() {
     let f = SshFixture::start("24420-24429", "");
@@ -125,7 +126,12 @@ async fn each_cipher_carries_data(f: &SshFixture) {
         "aes128-ctr",
     ] {
         let otk = f.otk("admin", "edge-1").await;
-        let mut cmd = ssh(f.ssh_port, "admin:edge-1", &otk, &["-c", cipher, "cat"]);
+        let mut cmd = ssh(
+            f.ssh_port,
+            "admin:edge-1",
+            &otk,
+            &["-o", "RekeyLimit=256K", "-c", cipher, "cat"],
+        );
         cmd.stdin(std::fs::File::open(&input).unwrap());
         let output = cmd.output().unwrap();
         assert!(
