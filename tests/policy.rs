@@ -599,20 +599,10 @@ async fn a_decision_in_flight_finishes_on_the_version_it_started_with() {
     )
     .await;
     assert!(gw.log_shows("policy plugin loaded plugin=slow ", Duration::from_secs(10)));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while gw
-        .plain_log()
-        .matches("policy plugin loaded plugin=slow ")
-        .count()
-        < 2
-    {
-        assert!(
-            Instant::now() < deadline,
-            "version two never loaded:\n{}",
-            gw.plain_log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    gw.await_log(Duration::from_secs(10), "version two never loaded", |log| {
+        log.matches("policy plugin loaded plugin=slow ").count() >= 2
+    })
+    .await;
     // Version two is serving while the first decision is still running...
     assert!(
         !in_flight.is_finished(),
@@ -689,17 +679,15 @@ async fn a_new_drop_in_with_a_broken_sidecar_denies_and_a_component_serves_every
     drop_in(&dir, "site.wasm", &builtin).await;
     for hook in ["Authorize", "Sudo", "Source"] {
         let needle = format!("hook={hook}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !gw.plain_log().lines().any(|l| {
-            l.contains("policy plugin loaded") && l.contains("plugin=site") && l.contains(&needle)
-        }) {
-            assert!(
-                Instant::now() < deadline,
-                "site not loaded for {hook}:\n{}",
-                gw.plain_log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("site not loaded for {hook}");
+        gw.await_log(Duration::from_secs(20), &what, |log| {
+            log.lines().any(|l| {
+                l.contains("policy plugin loaded")
+                    && l.contains("plugin=site")
+                    && l.contains(&needle)
+            })
+        })
+        .await;
     }
     std::fs::remove_file(dir.join("site.wasm")).unwrap();
 

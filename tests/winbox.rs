@@ -758,17 +758,13 @@ async fn ports_accept_as_soon_as_the_api_answers_and_the_gateway_says_it_is_up()
 /// until the gateway has loaded that name `loads` times.
 async fn drop_in_plugin(f: &Fixture, name: &str, wasm: &[u8], loads: usize) {
     common::drop_in(&f.tmp.path().join("data/plugins"), name, wasm).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
     let stem = name.trim_end_matches(".wasm");
     let line = format!("policy plugin loaded plugin={stem} ");
-    while f.gw.plain_log().matches(&line).count() < loads {
-        assert!(
-            Instant::now() < deadline,
-            "{name} not loaded:\n{}",
-            f.gw.plain_log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("{name} not loaded");
+    f.gw.await_log(Duration::from_secs(10), &what, |log| {
+        log.matches(&line).count() >= loads
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -645,6 +645,20 @@ impl Gateway {
         }
     }
 
+    /// Waits, without blocking the runtime, until the plain log satisfies `pred`; after
+    /// `limit` the test fails with `what` and the log.
+    pub async fn await_log(&self, limit: Duration, what: &str, pred: impl Fn(&str) -> bool) {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let log = self.plain_log();
+            if pred(&log) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}:\n{log}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The log without ANSI colour codes, for matching `key=value` pairs.
     pub fn plain_log(&self) -> String {
         let log = self.log();
