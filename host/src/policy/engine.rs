@@ -435,6 +435,15 @@ impl PolicyEngine {
             .ok_or_else(|| LoadError::NoWorld(name.to_string()))
     }
 
+    /// Why a component that exports `hook` cannot serve it (the export has the wrong type):
+    /// the error preparing it for that hook alone.
+    pub fn unserved_cause(&self, name: &str, hook: Hook, component: &Component) -> String {
+        match self.prepare(name, hook, component) {
+            Err(e) => e.to_string(),
+            Ok(_) => format!("{name}: cannot serve the {} hook", hook.as_str()),
+        }
+    }
+
     /// Links and pre-instantiates a component for `hook`.
     pub fn prepare(
         &self,

@@ -452,10 +452,7 @@ impl Loader {
                 }
                 // Another hook it exports, with the wrong type: that hook fails closed rather
                 // than run without the rules its author meant for it.
-                let cause = match engine.prepare(&spec.name, h, &component) {
-                    Err(e) => e.to_string(),
-                    Ok(_) => format!("{}: cannot serve the {} hook", spec.name, h.as_str()),
-                };
+                let cause = engine.unserved_cause(&spec.name, h, &component);
                 tracing::error!(plugin = %spec.name, hook = ?h, error = %cause, "policy plugin cannot serve one of its hooks; that hook denies");
                 Plugin {
                     hash: hash.clone(),

@@ -251,11 +251,11 @@ impl StandalonePlugin {
         if let Ok(p) = &self.prepared
             && !p.serves(hook)
         {
-            let cause = match self.engine.prepare(&self.name, hook, &self.component) {
-                Err(e) => e.to_string(),
-                Ok(_) => format!("it cannot serve the {} hook", hook.as_str()),
-            };
-            return Err(Fault::Unloadable(cause));
+            return Err(Fault::Unloadable(self.engine.unserved_cause(
+                &self.name,
+                hook,
+                &self.component,
+            )));
         }
         let prepared = self
             .prepared
