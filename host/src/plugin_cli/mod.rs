@@ -194,6 +194,15 @@ fn cache_dir() -> Option<cap_std::fs::Dir> {
     cap_std::fs::Dir::open_ambient_dir(&dir, cap_std::ambient_authority()).ok()
 }
 
+/// `authorize, sudo`: the hooks a component serves, as `--hook` takes them.
+fn hook_names(hooks: &[Hook]) -> String {
+    hooks
+        .iter()
+        .map(|h| h.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn inspect(component: PathBuf) -> anyhow::Result<()> {
     // Limits only apply to decisions, which inspect never makes; the defaults keep the pooled
     // memory reservation small.
@@ -203,10 +212,9 @@ fn inspect(component: PathBuf) -> anyhow::Result<()> {
     println!("size:      {} bytes", p.size);
     println!("world:     {}", world(&p));
     if p.hooks.len() > 1 {
-        let names: Vec<&str> = p.hooks.iter().map(|h| h.as_str()).collect();
         println!(
             "hooks:     {} (one component serving each; `plugin test --hook`)",
-            names.join(", ")
+            hook_names(&p.hooks)
         );
     }
     let versions = p.policy_versions();
@@ -273,11 +281,7 @@ fn test(
             "{} does not serve the {} hook (it serves: {})",
             component.display(),
             h.as_str(),
-            p.hooks
-                .iter()
-                .map(|h| h.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            hook_names(&p.hooks)
         ),
     };
     let Some(hook) = hook else {

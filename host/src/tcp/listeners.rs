@@ -42,8 +42,8 @@ pub trait AccessHandler: Send + Sync + 'static {
     const KIND: TransientKind;
 
     /// Serves `listener` for `access` until the returned future is dropped. `ended` leaves
-    /// [`Ended::No`]
-    /// when the access ends; every connection accepted must end then too.
+    /// [`Ended::No`] when the access ends or the gateway stops; every connection accepted must
+    /// end then too.
     fn serve(
         self: Arc<Self>,
         listener: TcpListener,
